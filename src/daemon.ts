@@ -1,0 +1,62 @@
+// The daemon's life: build the parts, fetch the first token, listen, and on shutdown drain
+// in-flight requests within a bounded time.
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Pool } from 'undici';
+import type { Config } from './config.js';
+import { buildServer } from './server.js';
+import { createTokenProvider } from './token/index.js';
+
+export interface Daemon {
+  app: FastifyInstance;
+  /** The address actually listened on, e.g. http://127.0.0.1:8080. */
+  url: string;
+  /** Stops accepting, lets in-flight requests finish within SHUTDOWN_TIMEOUT_MS, then cuts the rest. */
+  shutdown(): Promise<void>;
+}
+
+/** How often idle keep-alive connections are closed while draining (a busy one turns idle when its request ends). */
+const IDLE_SWEEP_MS = 50;
+
+export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
+  const tokens = createTokenProvider(config, logger.child({ component: 'token' }));
+  const upstream = new Pool(config.upstream.origin, {
+    connections: config.upstreamConnections,
+    connect: { timeout: config.upstreamConnectTimeoutMs },
+    keepAliveTimeout: 30_000,
+  });
+  const app = await buildServer({ config, logger, tokens, upstream });
+
+  tokens.start();
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  logger.info(
+    { url, upstream: config.upstream.origin, paths: config.paths, mode: config.credentials.mode },
+    `listening on ${url}, forwarding ${config.paths.join(', ')} to ${config.upstream.origin}`,
+  );
+
+  let closing: Promise<void> | undefined;
+  const shutdown = () =>
+    (closing ??= (async () => {
+      logger.info({ drainMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
+      tokens.stop();
+      const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS);
+      const deadline = setTimeout(() => {
+        logger.warn('drain time is over: closing the remaining connections');
+        app.server.closeAllConnections();
+      }, config.shutdownTimeoutMs);
+      try {
+        await app.close();
+      } finally {
+        clearInterval(sweep);
+        clearTimeout(deadline);
+        await upstream.destroy();
+      }
+      logger.info('stopped');
+    })());
+
+  return { app, url, shutdown };
+}

@@ -1,0 +1,56 @@
+// pino set up so that secrets cannot reach a log line: URLs lose their secret query parameters,
+// and the headers that carry credentials are censored wherever a request is logged.
+import pino, { type DestinationStream, type Logger } from 'pino';
+
+const SECRET_PARAM = /^(token|access_token|api[_-]?key|key|secret|client_secret|auth|authorization)$/i;
+
+/** The URL with the values of secret-looking query parameters replaced, for logging only. */
+export function redactUrl(url: string): string {
+  const q = url.indexOf('?');
+  if (q === -1) return url;
+  const pairs = url
+    .slice(q + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      const key = eq === -1 ? pair : pair.slice(0, eq);
+      let name: string;
+      try {
+        name = decodeURIComponent(key.replace(/\+/g, ' '));
+      } catch {
+        name = key;
+      }
+      return SECRET_PARAM.test(name) ? `${key}=[REDACTED]` : pair;
+    });
+  return `${url.slice(0, q)}?${pairs.join('&')}`;
+}
+
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { name: 'bitquery-proxy' },
+      // Belt and braces: nothing should log headers, but if anything does, these are censored.
+      redact: {
+        paths: [
+          'headers.authorization',
+          'headers["x-api-key"]',
+          'headers.cookie',
+          'req.headers.authorization',
+          'req.headers["x-api-key"]',
+          'req.headers.cookie',
+          '*.access_token',
+          '*.client_secret',
+          'access_token',
+          'client_secret',
+        ],
+        censor: '[REDACTED]',
+      },
+      serializers: {
+        req: (req: { method?: string; url?: string }) => ({ method: req.method, url: redactUrl(req.url ?? '') }),
+        err: pino.stdSerializers.err,
+      },
+    },
+    destination,
+  );
+}

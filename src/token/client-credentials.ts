@@ -1,0 +1,129 @@
+// OAuth2 client-credentials grant against Bitquery's token endpoint (Ory Hydra underneath).
+import { readFileSync } from 'node:fs';
+import { request, type Dispatcher } from 'undici';
+import type { ClientCredentials } from '../config.js';
+import { TokenRequestError, type Token } from './types.js';
+
+/** A token response is a few hundred bytes; anything much larger is not one. */
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+export interface ClientCredentialsOptions {
+  credentials: ClientCredentials;
+  timeoutMs: number;
+  /** Certificates are verified: undici's default. Tests pass their own to reach loopback servers. */
+  dispatcher?: Dispatcher;
+}
+
+export class ClientCredentialsSource {
+  constructor(private readonly options: ClientCredentialsOptions) {}
+
+  /** The secret file is read for every request, so a rotated secret is used without a restart. */
+  private secret(): string {
+    const { clientSecret } = this.options.credentials;
+    if ('value' in clientSecret) return clientSecret.value;
+    try {
+      return readFileSync(clientSecret.file, 'utf8').trim();
+    } catch (err) {
+      throw new TokenRequestError(`cannot read BITQUERY_CLIENT_SECRET_FILE (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+
+  async fetch(): Promise<Token> {
+    const { clientId, tokenUrl, scope, authMethod } = this.options.credentials;
+    const form = new URLSearchParams({ grant_type: 'client_credentials', scope });
+    const headers: Record<string, string> = {
+      'content-type': 'application/x-www-form-urlencoded',
+      accept: 'application/json',
+    };
+    const secret = this.secret();
+    if (authMethod === 'basic') {
+      // RFC 6749 2.3.1: form-urlencode each part before joining them for Basic.
+      const enc = (s: string) => encodeURIComponent(s).replace(/%20/g, '+');
+      headers.authorization = `Basic ${Buffer.from(`${enc(clientId)}:${enc(secret)}`).toString('base64')}`;
+    } else {
+      form.set('client_id', clientId);
+      form.set('client_secret', secret);
+    }
+
+    const obtainedAt = Date.now();
+    let status: number;
+    let text: string;
+    try {
+      const res = await request(tokenUrl, {
+        method: 'POST',
+        headers,
+        body: form.toString(),
+        dispatcher: this.options.dispatcher,
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      });
+      status = res.statusCode;
+      text = await readCapped(res.body);
+    } catch (err) {
+      throw new TokenRequestError(`token endpoint unreachable: ${describeNetworkError(err, this.options.timeoutMs)}`);
+    }
+    return parseTokenResponse(status, text, obtainedAt);
+  }
+}
+
+async function readCapped(body: Dispatcher.ResponseData['body']): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_RESPONSE_BYTES) {
+      body.destroy();
+      break;
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export function describeNetworkError(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; code?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e.name === 'TimeoutError' || e.name === 'AbortError') return `no answer within ${timeoutMs} ms`;
+  const code = e.code ?? e.cause?.code;
+  const message = e.message ?? e.cause?.message ?? 'unknown error';
+  return code && !message.includes(code) ? `${code}: ${message}` : message;
+}
+
+/** Hydra's error bodies are JSON with `error` and `error_description`; echo only those fields. */
+function oauthError(text: string): string {
+  try {
+    const body = JSON.parse(text) as { error?: unknown; error_description?: unknown };
+    if (typeof body.error === 'string') {
+      const description = typeof body.error_description === 'string' ? `: ${body.error_description.slice(0, 200)}` : '';
+      return `${body.error}${description}`;
+    }
+  } catch {
+    // not JSON: fall through to a generic description
+  }
+  return 'no OAuth error in the body';
+}
+
+export function parseTokenResponse(status: number, text: string, obtainedAt: number): Token {
+  if (status === 400 || status === 401 || status === 403) {
+    throw new TokenRequestError(`token endpoint rejected the credentials (HTTP ${status}, ${oauthError(text)})`, true);
+  }
+  if (status !== 200) {
+    throw new TokenRequestError(`token endpoint answered HTTP ${status} (${oauthError(text)})`);
+  }
+  let body: { access_token?: unknown; expires_in?: unknown; token_type?: unknown };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new TokenRequestError('token endpoint answered 200 with a body that is not JSON');
+  }
+  const { access_token: value, expires_in: expiresIn, token_type: type } = body ?? {};
+  if (typeof value !== 'string' || value === '') {
+    throw new TokenRequestError('token endpoint response has no access_token');
+  }
+  const seconds = typeof expiresIn === 'string' ? Number(expiresIn) : expiresIn;
+  if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds <= 0) {
+    throw new TokenRequestError('token endpoint response has no positive expires_in');
+  }
+  if (type !== undefined && (typeof type !== 'string' || type.toLowerCase() !== 'bearer')) {
+    throw new TokenRequestError(`token endpoint issued a token of type "${String(type).slice(0, 20)}", not bearer`);
+  }
+  return { value, obtainedAt, expiresAt: obtainedAt + seconds * 1000 };
+}

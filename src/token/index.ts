@@ -1,0 +1,26 @@
+import type { Logger } from 'pino';
+import { readSecretFile, type Config } from '../config.js';
+import { ClientCredentialsSource } from './client-credentials.js';
+import { TokenRefresher } from './refresher.js';
+import { StaticTokenProvider } from './static-token.js';
+import type { TokenProvider } from './types.js';
+
+export { TokenUnavailableError, type TokenProvider, type Readiness } from './types.js';
+
+/** The token holder for the configured mode; call start() to fetch the first token. */
+export function createTokenProvider(config: Config, logger: Logger): TokenProvider {
+  const { credentials } = config;
+  if (credentials.mode === 'static') {
+    const { token } = credentials;
+    const initial = 'value' in token ? token.value : readSecretFile(token.file, 'BITQUERY_TOKEN_FILE');
+    return new StaticTokenProvider({ token, initial, logger });
+  }
+  return new TokenRefresher({
+    source: new ClientCredentialsSource({ credentials, timeoutMs: config.tokenTimeoutMs }),
+    logger,
+    refreshMargin: config.tokenRefreshMargin,
+    retryMinMs: config.tokenRetryMinMs,
+    retryMaxMs: config.tokenRetryMaxMs,
+    rejectedRetryMs: config.tokenRejectedRetryMs,
+  });
+}

@@ -1,0 +1,185 @@
+// Holds the client-credentials token: fetches it at start, renews it ahead of expiry, retries
+// failures with capped backoff, and makes sure only one token request is ever in flight.
+import type { Logger } from 'pino';
+import { setLongTimeout, type LongTimer } from './timer.js';
+import { TokenRequestError, TokenUnavailableError, type Readiness, type Token, type TokenProvider } from './types.js';
+
+export interface TokenFetcher {
+  fetch(): Promise<Token>;
+}
+
+export interface RefresherOptions {
+  source: TokenFetcher;
+  logger: Logger;
+  /** Renew when this fraction of the lifetime is left, plus up to half of it again as jitter. */
+  refreshMargin: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** Delay after the endpoint rejected the credentials: retrying sooner only adds noise. */
+  rejectedRetryMs: number;
+  /** Random source in [0, 1); tests pin it. */
+  random?: () => number;
+}
+
+/**
+ * Renewals forced by 401s are at most this frequent: an upstream that rejects every token must
+ * not drive one token request per client request.
+ */
+const MIN_FORCED_RENEWAL_INTERVAL_MS = 1000;
+
+/** Stop sending a token this close to its expiry: it could expire on the way. Capped at 5% of the lifetime. */
+const EXPIRY_SKEW_MS = 10_000;
+
+export function isUsable(token: Token, now = Date.now()): boolean {
+  const skew = Math.min(EXPIRY_SKEW_MS, (token.expiresAt - token.obtainedAt) * 0.05);
+  return now < token.expiresAt - skew;
+}
+
+/**
+ * When to renew: after (1 - margin) of the lifetime, minus up to margin/2 of jitter, so renewals
+ * of many replicas spread out and a margin always remains. Scales from minutes to 30 days.
+ */
+export function renewalDelayMs(lifetimeMs: number, margin: number, random: () => number): number {
+  return Math.max(0, lifetimeMs * (1 - margin - (margin / 2) * random()));
+}
+
+/** Capped exponential backoff with jitter in [delay/2, delay). */
+export function backoffMs(failures: number, minMs: number, maxMs: number, random: () => number): number {
+  const delay = Math.min(maxMs, minMs * 2 ** Math.min(failures - 1, 30));
+  return delay / 2 + (delay / 2) * random();
+}
+
+export class TokenRefresher implements TokenProvider {
+  private current?: Token;
+  private inflight?: Promise<Token>;
+  private timer?: LongTimer;
+  private failures = 0;
+  private lastError?: string;
+  /** Set while waiting out a backoff: requests then wait for the scheduled attempt instead of forcing one. */
+  private backingOff = false;
+  private stopped = false;
+  private lastForcedAt = -Infinity;
+  /** Requests waiting for the token request under way to settle. */
+  private readonly waiters = new Set<() => void>();
+  private readonly random: () => number;
+
+  constructor(private readonly options: RefresherOptions) {
+    this.random = options.random ?? Math.random;
+  }
+
+  start(): void {
+    this.refresh().catch(() => {
+      // logged and rescheduled inside refresh()
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+  }
+
+  readiness(): Readiness {
+    const token = this.current;
+    if (token && isUsable(token)) {
+      return { ready: true, expiresInSec: Math.floor((token.expiresAt - Date.now()) / 1000) };
+    }
+    return { ready: false, reason: this.lastError ? `no valid token: ${this.lastError}` : 'no valid token yet: the first token request is under way' };
+  }
+
+  /** Single flight: every caller during a request shares it. */
+  private refresh(): Promise<Token> {
+    this.inflight ??= this.fetchOnce().finally(() => {
+      this.inflight = undefined;
+      for (const wake of this.waiters) wake();
+      this.waiters.clear();
+    });
+    return this.inflight;
+  }
+
+  private async fetchOnce(): Promise<Token> {
+    this.timer?.cancel();
+    this.backingOff = false;
+    const { logger } = this.options;
+    logger.debug('requesting a token');
+    try {
+      const token = await this.options.source.fetch();
+      this.current = token;
+      this.failures = 0;
+      this.lastError = undefined;
+      const lifetimeMs = token.expiresAt - token.obtainedAt;
+      const delay = renewalDelayMs(lifetimeMs, this.options.refreshMargin, this.random);
+      logger.info({ expiresInSec: Math.round(lifetimeMs / 1000), renewInSec: Math.round(delay / 1000) }, 'obtained a token');
+      this.schedule(delay);
+      return token;
+    } catch (err) {
+      this.failures += 1;
+      const rejected = err instanceof TokenRequestError && err.rejected;
+      this.lastError = (err as Error).message;
+      const { retryMinMs, retryMaxMs, rejectedRetryMs } = this.options;
+      const delay = rejected ? rejectedRetryMs : backoffMs(this.failures, retryMinMs, retryMaxMs, this.random);
+      const stillValid = this.current !== undefined && isUsable(this.current);
+      const log = { failures: this.failures, retryInMs: Math.round(delay), serving: stillValid ? 'current token' : 'nothing' };
+      if (rejected) {
+        logger.error(log, `${this.lastError}: check BITQUERY_CLIENT_ID and BITQUERY_CLIENT_SECRET`);
+      } else {
+        logger.warn(log, `token request failed: ${this.lastError}`);
+      }
+      this.backingOff = true;
+      this.schedule(delay);
+      throw err;
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer?.cancel();
+    this.timer = setLongTimeout(() => this.start(), delayMs);
+  }
+
+  async getToken(waitMs: number): Promise<string> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const token = this.current;
+      if (token && isUsable(token)) return token.value;
+      // Expired without a failure pending (a laptop woke from sleep; timers did not run): renew now.
+      if (!this.inflight && !this.backingOff) this.start();
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new TokenUnavailableError(this.lastError ? `no valid Bitquery token: ${this.lastError}` : 'no valid Bitquery token yet');
+      }
+      await this.nextSettle(left);
+    }
+  }
+
+  /** Resolves when a token request settles or after `ms`, whichever is first; leaves nothing behind. */
+  private nextSettle(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.waiters.add(done);
+    });
+  }
+
+  async tokenRejected(rejected: string, waitMs: number): Promise<string | undefined> {
+    const current = this.current;
+    if (current && current.value !== rejected && isUsable(current)) return current.value;
+    if (current?.value === rejected) {
+      if (Date.now() - this.lastForcedAt < MIN_FORCED_RENEWAL_INTERVAL_MS) return undefined;
+      this.lastForcedAt = Date.now();
+      this.options.logger.info('upstream rejected the token (401): renewing it');
+      this.current = undefined;
+      if (!this.inflight) this.start();
+    }
+    try {
+      const token = await this.getToken(waitMs);
+      return token === rejected ? undefined : token;
+    } catch {
+      return undefined;
+    }
+  }
+}
+

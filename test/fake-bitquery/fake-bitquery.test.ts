@@ -1,0 +1,610 @@
+import t from 'tap';
+import { WebSocket, type RawData } from 'ws';
+import { createClient } from 'graphql-ws';
+import { FakeBitquery, type RecordedWsHandshake } from './index.js';
+
+const FORM = 'application/x-www-form-urlencoded';
+const INVALID_CLIENT = {
+  error: 'invalid_client',
+  error_description:
+    'Client authentication failed (e.g., unknown client, no client authentication included, or unsupported authentication method).',
+  status_code: 401,
+};
+
+// ---------------------------------------------------------------- helpers
+
+/** Polls pred until true or the deadline passes. */
+async function waitFor(pred: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function tokenForm(fields: Record<string, string>): string {
+  return new URLSearchParams(fields).toString();
+}
+
+function postToken(fake: FakeBitquery, fields: Record<string, string>, headers: Record<string, string> = {}) {
+  return fetch(fake.tokenUrl, {
+    method: 'POST',
+    headers: { 'content-type': FORM, ...headers },
+    body: tokenForm(fields),
+  });
+}
+
+const GOOD = { grant_type: 'client_credentials', client_id: 'demo-client', client_secret: 'demo-secret', scope: 'api' };
+
+async function getToken(fake: FakeBitquery): Promise<string> {
+  const res = await postToken(fake, GOOD);
+  if (res.status !== 200) throw new Error(`token status ${res.status}`);
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+function gql(fake: FakeBitquery, token: string | undefined, body: unknown = { query: '{ hello }' }, path = '/graphql') {
+  return fetch(`${fake.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+}
+
+type Msg = { type: string; id?: string; payload?: any };
+
+/** A client WebSocket with a message queue. */
+class Client {
+  readonly received: Msg[] = [];
+  private readonly waiters: (() => void)[] = [];
+  private cursor = 0;
+  closed: { code: number; reason: string } | undefined;
+
+  constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: RawData) => {
+      this.received.push(JSON.parse(String(data)) as Msg);
+      this.wake();
+    });
+    ws.on('close', (code, reason) => {
+      this.closed = { code, reason: reason.toString() };
+      this.wake();
+    });
+    ws.on('error', () => {});
+  }
+
+  static open(url: string, protocols?: string[], headers?: Record<string, string>): Promise<Client> {
+    const ws = new WebSocket(url, protocols, headers ? { headers } : {});
+    const c = new Client(ws);
+    return new Promise((resolve, reject) => {
+      ws.once('open', () => resolve(c));
+      ws.once('error', reject);
+    });
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  send(msg: unknown): void {
+    this.ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+  }
+
+  /** Next message (after the previous one returned) matching pred; skips the others. */
+  async next(pred: (m: Msg) => boolean = () => true, timeoutMs = 2000): Promise<Msg> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      while (this.cursor < this.received.length) {
+        const m = this.received[this.cursor++]!;
+        if (pred(m)) return m;
+      }
+      if (this.closed) throw new Error(`socket closed ${this.closed.code} while waiting`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('timed out waiting for a message');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  async waitClosed(timeoutMs = 2000): Promise<{ code: number; reason: string }> {
+    await waitFor(() => this.closed !== undefined, timeoutMs, 'close');
+    return this.closed!;
+  }
+}
+
+/** Attempts a WebSocket handshake that should be refused; resolves with status and body. */
+function refusedHandshake(url: string, protocols: string[] = ['graphql-ws'], headers?: Record<string, string>) {
+  return new Promise<{ status: number; contentType: string; body: string }>((resolve, reject) => {
+    const ws = new WebSocket(url, protocols, headers ? { headers } : {});
+    ws.on('open', () => reject(new Error('handshake unexpectedly accepted')));
+    ws.on('error', () => {});
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type']), body }),
+      );
+    });
+  });
+}
+
+// ---------------------------------------------------------------- tests
+
+t.test('token endpoint', async (t) => {
+  const fake = await FakeBitquery.start();
+  t.teardown(() => fake.close());
+  t.beforeEach(() => {
+    fake.reset();
+    fake.authMethod = 'any';
+  });
+
+  t.test('grants a token with form credentials', async (t) => {
+    const res = await postToken(fake, GOOD);
+    t.equal(res.status, 200);
+    t.match(res.headers.get('content-type'), /^application\/json/);
+    const body = (await res.json()) as Record<string, unknown>;
+    t.same(Object.keys(body).sort(), ['access_token', 'expires_in', 'scope', 'token_type']);
+    t.match(body.access_token, /^ory_at_[A-Za-z0-9_-]{43,}\.[A-Za-z0-9_-]+$/);
+    t.equal(body.expires_in, 17999);
+    t.equal(body.scope, 'api');
+    t.equal(body.token_type, 'bearer');
+    t.ok(fake.isValid(body.access_token as string));
+    t.same(fake.issuedTokens, [body.access_token]);
+    t.equal(fake.tokenRequests.length, 1);
+    t.same(fake.tokenRequests[0]!.form, GOOD);
+  });
+
+  t.test('HTTP Basic credentials, and authMethod enforcement', async (t) => {
+    const basic = 'Basic ' + Buffer.from('demo-client:demo-secret').toString('base64');
+    const { grant_type, scope } = GOOD;
+    let res = await postToken(fake, { grant_type, scope }, { authorization: basic });
+    t.equal(res.status, 200, 'basic accepted with authMethod any');
+    await res.arrayBuffer();
+
+    fake.authMethod = 'post';
+    res = await postToken(fake, { grant_type, scope }, { authorization: basic });
+    t.equal(res.status, 401, 'basic refused when form post expected');
+    t.same(await res.json(), INVALID_CLIENT);
+
+    fake.authMethod = 'basic';
+    res = await postToken(fake, GOOD);
+    t.equal(res.status, 401, 'form refused when basic expected');
+    t.same(await res.json(), INVALID_CLIENT);
+    res = await postToken(fake, { grant_type, scope }, { authorization: basic });
+    t.equal(res.status, 200);
+    await res.arrayBuffer();
+  });
+
+  t.test('invalid_client 401 JSON for wrong or missing credentials', async (t) => {
+    for (const fields of [
+      { ...GOOD, client_secret: 'nope' },
+      { ...GOOD, client_id: 'other' },
+      { grant_type: 'client_credentials', scope: 'api' },
+    ]) {
+      const res = await postToken(fake, fields);
+      t.equal(res.status, 401);
+      t.match(res.headers.get('content-type'), /^application\/json/);
+      t.same(await res.json(), INVALID_CLIENT);
+    }
+    t.equal(fake.issuedTokens.length, 0);
+  });
+
+  t.test('invalid_scope and unsupported_grant_type 400', async (t) => {
+    for (const fields of [{ ...GOOD, scope: 'admin' }, (({ scope: _s, ...rest }) => rest)(GOOD)]) {
+      const res = await postToken(fake, fields);
+      t.equal(res.status, 400);
+      t.same(await res.json(), {
+        error: 'invalid_scope',
+        error_description: 'The requested scope is invalid, unknown, or malformed.',
+        status_code: 400,
+      });
+    }
+    const res = await postToken(fake, { ...GOOD, grant_type: 'password' });
+    t.equal(res.status, 400);
+    t.match(await res.json(), { error: 'unsupported_grant_type', status_code: 400 });
+  });
+
+  t.test('credential rotation and lifetime are mutable', async (t) => {
+    fake.clientSecret = 'rotated';
+    t.teardown(() => {
+      fake.clientSecret = 'demo-secret';
+      fake.tokenLifetimeSec = 17999;
+    });
+    let res = await postToken(fake, GOOD);
+    t.equal(res.status, 401);
+    await res.arrayBuffer();
+    fake.tokenLifetimeSec = 2627999;
+    res = await postToken(fake, { ...GOOD, client_secret: 'rotated' });
+    t.equal(res.status, 200);
+    t.match(await res.json(), { expires_in: 2627999 });
+  });
+
+  t.test('tokenFailures queue, then normal service', async (t) => {
+    fake.tokenFailures.push(
+      { kind: 'status', status: 503, body: 'upstream down' },
+      { kind: 'invalid-json' },
+      { kind: 'missing-fields' },
+      { kind: 'reset' },
+    );
+    let res = await postToken(fake, GOOD);
+    t.equal(res.status, 503);
+    t.equal(await res.text(), 'upstream down');
+
+    res = await postToken(fake, GOOD);
+    t.equal(res.status, 200);
+    await t.rejects(res.json(), 'invalid-json is not JSON');
+
+    res = await postToken(fake, GOOD);
+    t.equal(res.status, 200);
+    const body = (await res.json()) as Record<string, unknown>;
+    t.notOk('access_token' in body);
+    t.notOk('expires_in' in body);
+
+    await t.rejects(postToken(fake, GOOD), 'reset destroys the socket');
+
+    res = await postToken(fake, GOOD);
+    t.equal(res.status, 200, 'queue drained');
+    await res.arrayBuffer();
+    t.equal(fake.tokenRequests.length, 5, 'every request recorded');
+    t.equal(fake.issuedTokens.length, 1);
+  });
+
+  t.test('tokenDelayMs delays the answer', async (t) => {
+    fake.tokenDelayMs = 80;
+    t.teardown(() => void (fake.tokenDelayMs = 0));
+    const start = Date.now();
+    const res = await postToken(fake, GOOD);
+    t.equal(res.status, 200);
+    await res.arrayBuffer();
+    t.ok(Date.now() - start >= 70, 'took at least the delay');
+  });
+
+  t.test('wrong path or method is 404', async (t) => {
+    let res = await fetch(fake.tokenUrl);
+    t.equal(res.status, 404);
+    await res.arrayBuffer();
+    res = await fetch(`${fake.url}/oauth2/other`, { method: 'POST' });
+    t.equal(res.status, 404);
+    t.equal(await res.text(), '404 page not found');
+  });
+});
+
+t.test('GraphQL over HTTP', async (t) => {
+  const fake = await FakeBitquery.start();
+  t.teardown(() => fake.close());
+  t.beforeEach(() => fake.reset());
+
+  t.test('401 plain-text Unauthorized without, or with a bad, token', async (t) => {
+    for (const token of [undefined, 'ory_at_bogus.bogus']) {
+      const res = await gql(fake, token);
+      t.equal(res.status, 401);
+      t.equal(res.headers.get('content-type'), 'text/plain; charset=utf-8');
+      const text = await res.text();
+      t.equal(text, 'Unauthorized');
+      t.throws(() => JSON.parse(text), 'not JSON');
+    }
+    t.equal(fake.graphqlRequests.length, 2);
+    t.same(
+      fake.graphqlRequests.map((r) => [r.token, r.authorized]),
+      [
+        [undefined, false],
+        ['ory_at_bogus.bogus', false],
+      ],
+    );
+  });
+
+  t.test('Bearer token: echo, recorded with its body', async (t) => {
+    const token = await getToken(fake);
+    const payload = { query: 'query Q($a: Int) { hello }', variables: { a: 1 }, operationName: 'Q' };
+    const res = await gql(fake, token, payload);
+    t.equal(res.status, 200);
+    t.match(res.headers.get('content-type'), /^application\/json/);
+    const sent = Buffer.from(JSON.stringify(payload));
+    t.same(await res.json(), {
+      data: {
+        echo: {
+          method: 'POST',
+          path: '/graphql',
+          query: payload.query,
+          variables: { a: 1 },
+          operationName: 'Q',
+          bodyBytes: sent.length,
+          bodySha256: (await import('node:crypto')).createHash('sha256').update(sent).digest('hex'),
+        },
+      },
+    });
+    const rec = fake.graphqlRequests[0]!;
+    t.equal(rec.authorized, true);
+    t.equal(rec.token, token);
+    t.equal(rec.method, 'POST');
+    t.ok(rec.body.equals(sent), 'full body recorded');
+  });
+
+  t.test('?token= query parameter, GET and /eap', async (t) => {
+    const token = await getToken(fake);
+    const res = await fetch(`${fake.url}/eap?token=${encodeURIComponent(token)}&query=${encodeURIComponent('{ hello }')}`);
+    t.equal(res.status, 200);
+    t.match(await res.json(), { data: { echo: { method: 'GET', path: '/eap', query: '{ hello }', bodyBytes: 0 } } });
+    t.equal(fake.graphqlRequests[0]!.token, token);
+    t.equal(fake.graphqlRequests[0]!.query.token, token);
+
+    const nf = await fetch(`${fake.url}/v1/graphql?token=${encodeURIComponent(token)}`);
+    t.equal(nf.status, 404);
+    t.equal(await nf.text(), '404 page not found');
+  });
+
+  t.test('revocation, expiry, revokeAll, rejectNextTokens', async (t) => {
+    const a = await getToken(fake);
+    const b = await getToken(fake);
+    const c = fake.issueToken();
+    for (const tok of [a, b, c]) {
+      const r = await gql(fake, tok);
+      t.equal(r.status, 200);
+      await r.arrayBuffer();
+    }
+    fake.revoke(a);
+    fake.expire(b);
+    t.notOk(fake.isValid(a));
+    t.notOk(fake.isValid(b));
+    for (const tok of [a, b]) {
+      const r = await gql(fake, tok);
+      t.equal(r.status, 401);
+      t.equal(await r.text(), 'Unauthorized');
+    }
+
+    fake.rejectNextTokens = 1;
+    let r = await gql(fake, undefined);
+    t.equal(r.status, 401);
+    await r.arrayBuffer();
+    t.equal(fake.rejectNextTokens, 1, 'unauthorized requests do not consume rejectNextTokens');
+    r = await gql(fake, c);
+    t.equal(r.status, 401, 'valid token rejected once');
+    await r.arrayBuffer();
+    t.equal(fake.rejectNextTokens, 0);
+    t.ok(fake.isValid(c), 'token itself still valid');
+    r = await gql(fake, c);
+    t.equal(r.status, 200);
+    await r.arrayBuffer();
+
+    fake.revokeAll();
+    r = await gql(fake, c);
+    t.equal(r.status, 401);
+    await r.arrayBuffer();
+  });
+
+  t.test('scripted responses and delays', async (t) => {
+    const token = fake.issueToken();
+    fake.graphqlScript.push(
+      { status: 429, body: 'Too Many Sessions' },
+      { status: 402, body: 'points limit exceeded: usage quota reached', headers: { 'x-extra': '1' } },
+      { status: 200, body: '{"data":{"x":1}}', delayMs: 60 },
+    );
+    let r = await gql(fake, undefined);
+    t.equal(r.status, 401, 'unauthorized does not consume the script');
+    await r.arrayBuffer();
+    r = await gql(fake, token);
+    t.equal(r.status, 429);
+    t.equal(await r.text(), 'Too Many Sessions');
+    r = await gql(fake, token);
+    t.equal(r.status, 402);
+    t.equal(r.headers.get('x-extra'), '1');
+    t.equal(await r.text(), 'points limit exceeded: usage quota reached');
+    let start = Date.now();
+    r = await gql(fake, token);
+    t.equal(r.status, 200);
+    t.match(r.headers.get('content-type'), /^application\/json/);
+    t.same(await r.json(), { data: { x: 1 } });
+    t.ok(Date.now() - start >= 50, 'scripted delay applied');
+
+    fake.graphqlDelayMs = 60;
+    t.teardown(() => void (fake.graphqlDelayMs = 0));
+    start = Date.now();
+    r = await gql(fake, token);
+    t.match(await r.json(), { data: { echo: { path: '/graphql' } } }, 'back to default');
+    t.ok(Date.now() - start >= 50, 'graphqlDelayMs applied');
+  });
+
+  t.test('large streamed response (variables.bytes)', async (t) => {
+    const token = fake.issueToken();
+    const n = 8 * 1024 * 1024 + 123;
+    const r = await gql(fake, token, { query: '{ blob }', variables: { bytes: n } });
+    t.equal(r.status, 200);
+    const head = '{"data":{"blob":"';
+    const tail = '"}}';
+    t.equal(r.headers.get('content-length'), String(head.length + n + tail.length));
+    const reader = r.body!.getReader();
+    let total = 0;
+    let first = '';
+    let last = Buffer.alloc(0);
+    let onlyX = true;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const buf = Buffer.from(value);
+      if (first.length < head.length + 4) first += buf.toString('latin1', 0, Math.min(buf.length, 32));
+      // Everything between head and tail must be 'x'.
+      for (let i = 0; i < buf.length; i++) {
+        const pos = total + i;
+        if (pos >= head.length && pos < head.length + n && buf[i] !== 0x78) onlyX = false;
+      }
+      last = Buffer.concat([last, buf]).subarray(-8);
+      total += buf.length;
+    }
+    t.equal(total, head.length + n + tail.length);
+    t.ok(first.startsWith(head + 'xxxx'));
+    t.equal(last.toString().slice(-4), 'x"}}');
+    t.ok(onlyX, 'blob is all x');
+  });
+});
+
+t.test('WebSocket', async (t) => {
+  const fake = await FakeBitquery.start({ wsEventIntervalMs: 10, keepAliveMs: 40 });
+  t.teardown(() => fake.close());
+  t.beforeEach(() => fake.reset());
+  const token = fake.issueToken();
+
+  t.test('legacy graphql-ws: ack, ka, data, complete, stop', async (t) => {
+    const c = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`, ['graphql-ws']);
+    t.teardown(() => c.ws.terminate());
+    t.equal(c.ws.protocol, 'graphql-ws');
+    t.same(fake.wsHandshakes[0]!.protocols, ['graphql-ws']);
+    t.equal(fake.wsHandshakes[0]!.accepted, true);
+    t.equal(fake.wsHandshakes[0]!.token, token);
+    t.equal(fake.openSockets(), 1);
+
+    c.send({ type: 'connection_init', payload: {} });
+    t.same(await c.next(), { type: 'connection_ack' });
+    t.same(await c.next(), { type: 'ka' }, 'ka right after ack');
+    t.same(await c.next((m) => m.type === 'ka'), { type: 'ka' }, 'periodic ka');
+
+    c.send({ type: 'start', id: '1', payload: { query: 'subscription { ticks(count: 3) { n at } }' } });
+    const ns: number[] = [];
+    for (;;) {
+      const m = await c.next((m) => m.id === '1');
+      if (m.type === 'complete') break;
+      t.equal(m.type, 'data');
+      t.type(m.payload.data.ticks.at, 'string');
+      ns.push(m.payload.data.ticks.n);
+    }
+    t.same(ns, [1, 2, 3]);
+
+    // An endless subscription, stopped after its first event.
+    c.send({ type: 'start', id: '2', payload: { query: 'subscription { ticks { n } }' } });
+    t.match(await c.next((m) => m.id === '2'), { type: 'data', payload: { data: { ticks: { n: 1 } } } });
+    c.send({ type: 'stop', id: '2' });
+    c.send({ type: 'start', id: '3', payload: { query: '{ hello }' } });
+    t.same(await c.next((m) => m.id === '3'), { type: 'data', id: '3', payload: { data: { hello: 'world' } } });
+    t.same(await c.next((m) => m.id === '3'), { type: 'complete', id: '3' });
+    const mark = c.received.length;
+    // Op 4 spans several tick intervals; a stopped op 2 would have emitted meanwhile.
+    c.send({ type: 'start', id: '4', payload: { query: 'subscription { ticks(count: 5) { n } }' } });
+    await c.next((m) => m.id === '4' && m.type === 'complete');
+    t.equal(c.received.slice(mark).filter((m) => m.id === '2').length, 0, 'no events after stop');
+
+    c.send({ type: 'connection_terminate' });
+    t.equal((await c.waitClosed()).code, 1000);
+    await waitFor(() => fake.openSockets() === 0, 2000, 'server socket closed');
+  });
+
+  t.test('legacy: invalid JSON closes 4400', async (t) => {
+    const c = await Client.open(`${fake.wsUrl}/eap?token=${encodeURIComponent(token)}`, ['graphql-ws']);
+    c.send('this is not json');
+    t.equal((await c.waitClosed()).code, 4400);
+  });
+
+  t.test('no subprotocol offered: legacy, Bearer header on upgrade', async (t) => {
+    const c = await Client.open(`${fake.wsUrl}/graphql`, undefined, { authorization: `Bearer ${token}` });
+    t.teardown(() => c.ws.terminate());
+    t.equal(c.ws.protocol, '');
+    t.equal(fake.wsHandshakes[0]!.token, token);
+    c.send({ type: 'connection_init' });
+    t.same(await c.next(), { type: 'connection_ack' });
+  });
+
+  t.test('both offered: graphql-ws picked; only transport: graphql-transport-ws', async (t) => {
+    const both = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`, [
+      'graphql-transport-ws',
+      'graphql-ws',
+    ]);
+    t.equal(both.ws.protocol, 'graphql-ws');
+    both.ws.terminate();
+    const tr = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`, ['graphql-transport-ws']);
+    t.teardown(() => tr.ws.terminate());
+    t.equal(tr.ws.protocol, 'graphql-transport-ws');
+    tr.send({ type: 'connection_init' });
+    t.same(await tr.next(), { type: 'connection_ack' });
+    t.same(await tr.next((m) => m.type === 'pong'), { type: 'pong' }, 'server pong keep-alive');
+    tr.send({ type: 'subscribe', id: 'a', payload: { query: 'subscription { ticks(count: 2) { n } }' } });
+    t.same(await tr.next((m) => m.id === 'a'), { id: 'a', type: 'next', payload: { data: { ticks: { n: 1 } } } });
+    t.same(await tr.next((m) => m.id === 'a'), { id: 'a', type: 'next', payload: { data: { ticks: { n: 2 } } } });
+    t.same(await tr.next((m) => m.id === 'a'), { id: 'a', type: 'complete' });
+  });
+
+  t.test('graphql-transport-ws with the graphql-ws client', async (t) => {
+    const client = createClient({
+      url: `${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`,
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      lazy: true,
+    });
+    t.teardown(() => client.dispose());
+    const ns: unknown[] = [];
+    for await (const r of client.iterate({ query: 'subscription { ticks(count: 3) { n } }' })) {
+      ns.push((r.data as { ticks: { n: number } }).ticks.n);
+    }
+    t.same(ns, [1, 2, 3]);
+    t.same(fake.wsHandshakes[0]!.protocols, ['graphql-transport-ws']);
+  });
+
+  t.test('handshake 401 for missing, bad, revoked token and rejectNextTokens', async (t) => {
+    const bad = await refusedHandshake(`${fake.wsUrl}/graphql`);
+    t.same(bad, { status: 401, contentType: 'text/plain; charset=utf-8', body: 'Unauthorized' });
+    const bogus = await refusedHandshake(`${fake.wsUrl}/graphql?token=ory_at_x.y`);
+    t.equal(bogus.status, 401);
+    const revoked = fake.issueToken();
+    fake.revoke(revoked);
+    t.equal((await refusedHandshake(`${fake.wsUrl}/graphql`, ['graphql-ws'], { authorization: `Bearer ${revoked}` })).status, 401);
+    fake.rejectNextTokens = 1;
+    t.equal((await refusedHandshake(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`)).status, 401);
+    t.same(
+      fake.wsHandshakes.map((h) => h.accepted),
+      [false, false, false, false],
+    );
+    const ok = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`, ['graphql-ws']);
+    ok.ws.terminate();
+    t.equal(fake.wsHandshakes[4]!.accepted, true);
+    t.equal((await refusedHandshake(`${fake.wsUrl}/other?token=${encodeURIComponent(token)}`)).status, 404);
+  });
+
+  t.test('ws-connection event lets tests close from the server; revoke keeps sockets open', async (t) => {
+    let seen: RecordedWsHandshake | undefined;
+    const handler = (ws: WebSocket, info: RecordedWsHandshake) => {
+      seen = info;
+      t.ok(fake.wsServerSockets.has(ws));
+      ws.close(4403, 'forbidden');
+    };
+    fake.on('ws-connection', handler);
+    const c = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`, ['graphql-ws']);
+    t.same(await c.waitClosed(), { code: 4403, reason: 'forbidden' });
+    t.equal(seen?.path, '/graphql');
+    fake.off('ws-connection', handler);
+    await waitFor(() => fake.openSockets() === 0, 2000, 'server socket closed');
+
+    const tok = fake.issueToken();
+    const d = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(tok)}`, ['graphql-ws']);
+    t.teardown(() => d.ws.terminate());
+    fake.revoke(tok);
+    d.send({ type: 'connection_init' });
+    t.same(await d.next(), { type: 'connection_ack' }, 'still served after revoke');
+  });
+});
+
+t.test('close() is prompt with hanging requests and open sockets', async (t) => {
+  const fake = await FakeBitquery.start();
+  const token = fake.issueToken();
+  fake.tokenFailures.push({ kind: 'hang' });
+  const hanging = postToken(fake, GOOD);
+  hanging.catch(() => {});
+  fake.graphqlDelayMs = 60_000;
+  const slow = gql(fake, token);
+  slow.catch(() => {});
+  const c = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`, ['graphql-ws']);
+  c.send({ type: 'connection_init' });
+  await c.next();
+  c.send({ type: 'start', id: '1', payload: { query: 'subscription { ticks { n } }' } });
+  await c.next((m) => m.type === 'data');
+  await waitFor(() => fake.tokenRequests.length === 1 && fake.graphqlRequests.length === 1, 2000, 'requests');
+
+  const start = Date.now();
+  await fake.close();
+  t.ok(Date.now() - start < 1000, 'closed promptly');
+  await t.rejects(hanging, 'hanging token request fails');
+  await t.rejects(slow, 'delayed graphql request fails');
+  await c.waitClosed();
+  t.equal(fake.openSockets(), 0);
+  await fake.close(); // idempotent
+});
