@@ -38,11 +38,14 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'UPSTREAM_CONNECT_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 1, help: 'wait for a TCP+TLS connection to the upstream; then 504' },
   { name: 'UPSTREAM_CONNECTIONS', type: 'integer', default: 128, minimum: 1, help: 'most keep-alive connections held open to the upstream' },
   { name: 'TOKEN_WAIT_MS', type: 'integer', default: 10000, minimum: 0, help: 'how long a request waits for a token when none is valid; then 503' },
-  { name: 'TOKEN_REFRESH_MARGIN', type: 'number', default: 0.2, minimum: 0.01, maximum: 0.9, help: 'renew when this fraction of the lifetime is left (plus up to half of it again as jitter)' },
+  { name: 'TOKEN_REFRESH_MARGIN', type: 'number', default: 0.2, minimum: 0.01, maximum: 0.5, help: 'renew when this fraction of the lifetime is left (plus up to half of it again as jitter)' },
   { name: 'TOKEN_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 1, help: 'timeout of one token request' },
   { name: 'TOKEN_RETRY_MIN_MS', type: 'integer', default: 1000, minimum: 1, help: 'first retry delay after a failed token request (doubles, with jitter)' },
   { name: 'TOKEN_RETRY_MAX_MS', type: 'integer', default: 60000, minimum: 1, help: 'cap of the retry delay after failed token requests' },
   { name: 'TOKEN_REJECTED_RETRY_MS', type: 'integer', default: 300000, minimum: 1, help: 'retry delay after the token endpoint rejected the credentials (400/401)' },
+  { name: 'WS_MAX_STREAMS', type: 'integer', default: 1000, minimum: 0, help: 'most concurrent WebSocket streams; over it the handshake gets 503' },
+  { name: 'WS_MAX_BUFFERED_BYTES', type: 'integer', default: 4194304, minimum: 1024, help: 'bytes queued for one slow WebSocket client before it is closed with 1013' },
+  { name: 'WS_PING_INTERVAL_MS', type: 'integer', default: 30000, minimum: 100, help: 'WebSocket ping period; a peer that misses a pong by the next ping is closed' },
   { name: 'SHUTDOWN_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 0, help: 'on SIGTERM/SIGINT, how long in-flight requests may take before connections are cut' },
 ];
 
@@ -80,6 +83,9 @@ export interface Config {
   tokenRetryMinMs: number;
   tokenRetryMaxMs: number;
   tokenRejectedRetryMs: number;
+  wsMaxStreams: number;
+  wsMaxBufferedBytes: number;
+  wsPingIntervalMs: number;
   shutdownTimeoutMs: number;
 }
 
@@ -238,6 +244,9 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     tokenRetryMinMs: n('TOKEN_RETRY_MIN_MS'),
     tokenRetryMaxMs: n('TOKEN_RETRY_MAX_MS'),
     tokenRejectedRetryMs: n('TOKEN_REJECTED_RETRY_MS'),
+    wsMaxStreams: n('WS_MAX_STREAMS'),
+    wsMaxBufferedBytes: n('WS_MAX_BUFFERED_BYTES'),
+    wsPingIntervalMs: n('WS_PING_INTERVAL_MS'),
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {

@@ -1,6 +1,6 @@
 // Assembles the Fastify app from its parts: health routes, the HTTP proxy, error shapes and the
 // access log. No forwarding or token logic lives here.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { Config } from './config.js';
@@ -19,7 +19,7 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimit,
     // Idle keep-alive connections are closed on shutdown; busy ones get Connection: close.
     forceCloseConnections: 'idle',
@@ -32,8 +32,6 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
     const readiness = tokens.readiness();
     return reply.code(readiness.ready ? 200 : 503).send(readiness);
   });
-
-  await app.register(httpProxy, { config, tokens, upstream });
 
   app.setNotFoundHandler((request, reply) =>
     sendError(reply, 404, 'not_found', `nothing at ${request.method} ${request.url.split('?')[0]}; proxied paths: ${config.paths.join(', ')}`),
@@ -63,6 +61,9 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
     );
     done();
   });
+
+  // Registered last: a plugin inherits only the handlers and hooks set before it.
+  await app.register(httpProxy, { config, tokens, upstream });
 
   return app;
 }

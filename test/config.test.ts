@@ -70,7 +70,7 @@ const mistakes: [string, Record<string, string>, RegExp][] = [
   ['credentials in a URL', { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'https://u:p@streaming.bitquery.io' }, /must not hold credentials/],
   ['bad paths', { BITQUERY_TOKEN: 't', PROXY_PATHS: 'graphql' }, /PROXY_PATHS must be .* \(bad: "graphql"\)/],
   ['retry bounds', { BITQUERY_TOKEN: 't', TOKEN_RETRY_MIN_MS: '5000', TOKEN_RETRY_MAX_MS: '100' }, /TOKEN_RETRY_MAX_MS must not be smaller/],
-  ['margin out of range', { BITQUERY_TOKEN: 't', TOKEN_REFRESH_MARGIN: '1.5' }, /TOKEN_REFRESH_MARGIN must be <= 0.9/],
+  ['margin out of range', { BITQUERY_TOKEN: 't', TOKEN_REFRESH_MARGIN: '1.5' }, /TOKEN_REFRESH_MARGIN must be <= 0.5/],
 ];
 
 for (const [name, env, message] of mistakes) {

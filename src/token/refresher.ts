@@ -38,9 +38,10 @@ export function isUsable(token: Token, now = Date.now()): boolean {
 /**
  * When to renew: after (1 - margin) of the lifetime, minus up to margin/2 of jitter, so renewals
  * of many replicas spread out and a margin always remains. Scales from minutes to 30 days.
+ * The margin is at most 0.5 (config), so this is at least a quarter of the lifetime.
  */
 export function renewalDelayMs(lifetimeMs: number, margin: number, random: () => number): number {
-  return Math.max(0, lifetimeMs * (1 - margin - (margin / 2) * random()));
+  return lifetimeMs * (1 - margin - (margin / 2) * random());
 }
 
 /** Capped exponential backoff with jitter in [delay/2, delay). */
