@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request, type Dispatcher } from 'undici';
 import type { ClientCredentials } from '../config.js';
 import { TokenRequestError, type Token } from './types.js';
+import { watchFile } from './watch-file.js';
 
 /** A token response is a few hundred bytes; anything much larger is not one. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
@@ -26,6 +27,14 @@ export class ClientCredentialsSource {
     } catch (err) {
       throw new TokenRequestError(`cannot read BITQUERY_CLIENT_SECRET_FILE (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
+  }
+
+  /** With BITQUERY_CLIENT_SECRET_FILE, `onChange` runs when the secret in it changes. */
+  watchCredentials(onChange: () => void): { close(): void } | undefined {
+    const { clientSecret } = this.options.credentials;
+    if (!('file' in clientSecret)) return undefined;
+    // An unreadable file is reported by the next token request, which fails saying so.
+    return watchFile(clientSecret.file, this.secret(), onChange, () => undefined);
   }
 
   async fetch(): Promise<Token> {

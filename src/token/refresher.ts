@@ -6,6 +6,8 @@ import { TokenRequestError, TokenUnavailableError, type Readiness, type Token, t
 
 export interface TokenFetcher {
   fetch(): Promise<Token>;
+  /** Calls `onChange` when the credentials change (a rotated secret file); returns a closer. */
+  watchCredentials?(onChange: () => void): { close(): void } | undefined;
 }
 
 export interface RefresherOptions {
@@ -60,6 +62,9 @@ export class TokenRefresher implements TokenProvider {
   private backingOff = false;
   private stopped = false;
   private lastForcedAt = -Infinity;
+  /** Credentials changed while a request was in flight with the old ones: request again after it. */
+  private renewAgain = false;
+  private credentialsWatch?: { close(): void };
   /** Requests waiting for the token request under way to settle. */
   private readonly waiters = new Set<() => void>();
   private readonly random: () => number;
@@ -69,14 +74,27 @@ export class TokenRefresher implements TokenProvider {
   }
 
   start(): void {
-    this.refresh().catch(() => {
-      // logged and rescheduled inside refresh()
-    });
+    this.credentialsWatch ??= this.options.source.watchCredentials?.(() => this.credentialsChanged());
+    this.kick();
   }
 
   stop(): void {
     this.stopped = true;
     this.timer?.cancel();
+    this.credentialsWatch?.close();
+  }
+
+  /** A token request in the background; its outcome is logged and rescheduled inside fetchOnce(). */
+  private kick(): void {
+    this.refresh().catch(() => undefined);
+  }
+
+  /** A rotated secret is used at once: the held token stays valid, but a rejected streak must not wait out its backoff. */
+  private credentialsChanged(): void {
+    this.options.logger.info('the client secret changed: requesting a token with it');
+    this.failures = 0;
+    if (this.inflight) this.renewAgain = true;
+    else this.kick();
   }
 
   readiness(): Readiness {
@@ -93,6 +111,10 @@ export class TokenRefresher implements TokenProvider {
       this.inflight = undefined;
       for (const wake of this.waiters) wake();
       this.waiters.clear();
+      if (this.renewAgain) {
+        this.renewAgain = false;
+        this.kick();
+      }
     });
     return this.inflight;
   }
@@ -134,7 +156,7 @@ export class TokenRefresher implements TokenProvider {
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer?.cancel();
-    this.timer = setLongTimeout(() => this.start(), delayMs);
+    this.timer = setLongTimeout(() => this.kick(), delayMs);
   }
 
   async getToken(waitMs: number): Promise<string> {
@@ -143,7 +165,7 @@ export class TokenRefresher implements TokenProvider {
       const token = this.current;
       if (token && isUsable(token)) return token.value;
       // Expired without a failure pending (a laptop woke from sleep; timers did not run): renew now.
-      if (!this.inflight && !this.backingOff) this.start();
+      if (!this.inflight && !this.backingOff) this.kick();
       const left = deadline - Date.now();
       if (left <= 0) {
         throw new TokenUnavailableError(this.lastError ? `no valid Bitquery token: ${this.lastError}` : 'no valid Bitquery token yet');
@@ -173,7 +195,7 @@ export class TokenRefresher implements TokenProvider {
       this.lastForcedAt = Date.now();
       this.options.logger.info('upstream rejected the token (401): renewing it');
       this.current = undefined;
-      if (!this.inflight) this.start();
+      if (!this.inflight) this.kick();
     }
     try {
       const token = await this.getToken(waitMs);
