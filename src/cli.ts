@@ -1,12 +1,26 @@
 #!/usr/bin/env node
-// The `bitquery-proxy` command: read the configuration, start the daemon, stop on signals.
+// The `bitquery-proxy` command: arguments, configuration, then the daemon or a one-shot command.
+// Precedence of settings: flags > environment > env file (.env) > defaults.
 import { readFileSync } from 'node:fs';
-import { ConfigError, loadConfig, SETTINGS } from './config.js';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { check, CommandError, fetchToken } from './commands.js';
+import { ConfigError, loadConfig, SETTINGS, type Config } from './config.js';
 import { startDaemon } from './daemon.js';
 import { createLogger } from './log.js';
 
-/** Exit status for a configuration the daemon cannot start with. */
+/** Exit status for a configuration (or command line) the daemon cannot start with. */
 const EXIT_CONFIG = 2;
+/** Exit status for a `token` or `check` step that failed. */
+const EXIT_FAILED = 1;
+
+const COMMANDS = ['start', 'token', 'check'] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** `PORT` → `--port`, `BITQUERY_UPSTREAM` → `--bitquery-upstream`. */
+const flagOf = (name: string) => name.toLowerCase().replace(/_/g, '-');
+
+/** Secrets on a command line show up in `ps` and shell history: environment or *_FILE only. */
+const FLAG_SETTINGS = SETTINGS.filter((s) => !s.secret);
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -14,51 +28,78 @@ function version(): string {
 }
 
 function help(): string {
-  const width = Math.max(...SETTINGS.map((s) => s.name.length));
   const rows = SETTINGS.map((s) => {
-    const def = s.default === undefined ? '' : ` (default: ${s.default})`;
-    return `  ${s.name.padEnd(width)}  ${s.help}${def}`;
+    const flag = s.secret ? '(environment only)' : `--${flagOf(s.name)}`;
+    const def = s.default === undefined ? '' : ` [default: ${s.default}]`;
+    return `  ${s.name.padEnd(28)} ${flag.padEnd(30)} ${s.help}${def}`;
   });
   return [
-    'Usage: bitquery-proxy [--help] [--version]',
+    'Usage: bitquery-proxy [start|token|check] [--setting value ...] [--env-file path]',
     '',
-    'Proxies Bitquery GraphQL with an OAuth token it obtains and renews itself.',
-    'Settings come from the environment, then from a .env file in the working directory:',
+    '  start   run the proxy daemon (the default)',
+    '  token   fetch a token with the configured credentials and print only the token',
+    '  check   validate the configuration, fetch a token, send one tiny query upstream, report',
     '',
+    'Settings, from highest precedence: flags, then the environment, then the env file',
+    '(--env-file, default .env in the working directory), then the defaults.',
+    'Secrets are taken from the environment or from files, never from flags.',
+    '',
+    `  ${'VARIABLE'.padEnd(28)} ${'FLAG'.padEnd(30)} MEANING`,
     ...rows,
+    '',
+    '  --env-file <path>   the env file to read',
+    '  -h, --help          this text',
+    '  -v, --version       the version',
+    '',
+    'Exit status: 0 ok, 1 a token/check step failed, 2 bad configuration or arguments.',
     '',
   ].join('\n');
 }
 
-async function main(argv: string[]): Promise<void> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(help());
-    return;
-  }
-  if (argv.includes('--version')) {
-    process.stdout.write(`${version()}\n`);
-    return;
-  }
-  const unknown = argv.find((a) => a.startsWith('-') || a);
-  if (unknown !== undefined) {
-    process.stderr.write(`bitquery-proxy: unknown argument "${unknown}" (see --help)\n`);
-    process.exit(EXIT_CONFIG);
-  }
+interface Invocation {
+  command: Command;
+  env: Record<string, string | undefined>;
+  envFile?: string;
+  help: boolean;
+  version: boolean;
+}
 
-  let config;
+function parse(argv: string[]): Invocation {
+  const options: ParseArgsConfig['options'] = {
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean', short: 'v' },
+    'env-file': { type: 'string' },
+  };
+  for (const s of FLAG_SETTINGS) options[flagOf(s.name)] = { type: 'string' };
+  let parsed;
   try {
-    config = loadConfig(process.env);
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`bitquery-proxy: ${err.message}\n`);
-      process.exit(EXIT_CONFIG);
-    }
-    throw err;
+    const secret = SETTINGS.find((s) => s.secret && argv.some((a) => a.startsWith(`--${flagOf(s.name)}`)));
+    if (secret) throw new ConfigError(`${secret.name} cannot be a flag (it would show in ps and shell history): set it in the environment, or use the *_FILE setting`);
+    throw new ConfigError(`${(err as Error).message} (see --help)`);
   }
+  const { values, positionals } = parsed;
+  if (positionals.length > 1 || (positionals[0] && !COMMANDS.includes(positionals[0] as Command))) {
+    throw new ConfigError(`unknown command "${positionals.join(' ')}": use start, token or check (see --help)`);
+  }
+  const flags: Record<string, string> = {};
+  for (const s of FLAG_SETTINGS) {
+    const value = values[flagOf(s.name)];
+    if (typeof value === 'string') flags[s.name] = value;
+  }
+  return {
+    command: (positionals[0] as Command | undefined) ?? 'start',
+    env: { ...process.env, ...flags },
+    envFile: values['env-file'] as string | undefined,
+    help: Boolean(values.help),
+    version: Boolean(values.version),
+  };
+}
 
+async function startCommand(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel);
   const daemon = await startDaemon(config, logger);
-
   let signals = 0;
   const stop = (signal: NodeJS.Signals) => {
     signals += 1;
@@ -77,6 +118,39 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+async function main(argv: string[]): Promise<void> {
+  let invocation: Invocation;
+  let config: Config;
+  try {
+    invocation = parse(argv);
+    if (invocation.help) return void process.stdout.write(help());
+    if (invocation.version) return void process.stdout.write(`${version()}\n`);
+    config = loadConfig(invocation.env, { dotenvPath: invocation.envFile });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`bitquery-proxy: ${err.message}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+
+  try {
+    switch (invocation.command) {
+      case 'start':
+        return await startCommand(config);
+      case 'token':
+        process.stdout.write(`${(await fetchToken(config)).value}\n`);
+        return;
+      case 'check':
+        await check(config, (line) => process.stdout.write(`${line}\n`));
+        process.stdout.write('all checks passed\n');
+        return;
+    }
+  } catch (err) {
+    if (!(err instanceof CommandError)) throw err;
+    process.stderr.write(`bitquery-proxy ${invocation.command}: ${err.message}\n`);
+    process.exit(EXIT_FAILED);
+  }
 }
 
 main(process.argv.slice(2)).catch((err: Error) => {

@@ -93,17 +93,3 @@ t.test('the binary exits non-zero at once with one clear line, and never echoes 
   t.notMatch(proxy.output(), /very-secret-value/);
 });
 
-t.test('the binary reports an unknown argument', async (t) => {
-  const proxy = await spawnProxy({ BITQUERY_TOKEN: 't' }, { noWait: true, args: ['--frobnicate'] });
-  t.equal((await proxy.exited).code, 2);
-  t.match(proxy.output(), /unknown argument "--frobnicate"/);
-});
-
-t.test('--help lists every setting, --version prints the version', async (t) => {
-  const help = await spawnProxy({}, { noWait: true, args: ['--help'] });
-  t.equal((await help.exited).code, 0);
-  for (const name of ['BITQUERY_CLIENT_ID', 'BITQUERY_TOKEN_FILE', 'PROXY_PATHS', 'BODY_LIMIT', 'SHUTDOWN_TIMEOUT_MS']) t.match(help.output(), name);
-  const version = await spawnProxy({}, { noWait: true, args: ['--version'] });
-  t.equal((await version.exited).code, 0);
-  t.match(version.output(), /^\d+\.\d+\.\d+\n$/);
-});

@@ -17,7 +17,7 @@ t.test('npm run demo prints a curl command that works', async (t) => {
   t.teardown(() => demo.kill('SIGINT'));
 
   const curl = await waitFor(() => /curl -s (\S+) -H '([^']+)' -d '([^']+)'/.exec(out), 15000, 'the curl line');
-  const [, url, header, body] = curl;
+  const [, url, header, body] = curl as RegExpExecArray;
   const [name, value] = header!.split(': ');
   const res = await request(url!, { method: 'POST', headers: { [name!]: value! }, body });
   t.equal(res.statusCode, 200);

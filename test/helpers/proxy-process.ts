@@ -39,7 +39,7 @@ export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 5000, 
 }
 
 /** The environment a test proxy gets: nothing from the test runner's own but PATH and coverage hooks. */
-function baseEnv(): Record<string, string> {
+export function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (v !== undefined && (k === 'PATH' || k.startsWith('NODE_') || k.startsWith('TAP') || k.startsWith('_TAPJS'))) env[k] = v;

@@ -122,7 +122,7 @@ t.test('any content type, and no content type, is forwarded as raw bytes', async
 
 t.test('upstream errors pass through unchanged: 402, 403, 429, 500 bodies and headers', async (t) => {
   const { fake, proxy } = await startPair(t);
-  const cases = [
+  const cases: { status: number; body: string; headers?: Record<string, string> }[] = [
     { status: 402, body: 'No active billing period' },
     { status: 403, body: 'Forbidden' },
     { status: 429, body: 'Too Many Sessions', headers: { 'x-ratelimit-limit': '30' } },

@@ -1,0 +1,120 @@
+// The command line: --help, --version, flags and their precedence, `token` and `check`.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SETTINGS } from '../src/config.js';
+import { fakeEnv, SECRET, startFake } from './helpers/pair.js';
+import { baseEnv, CLI } from './helpers/proxy-process.js';
+
+/** Runs the binary to completion in `cwd` (a fresh folder by default); output split by stream. */
+async function run(args: string[], env: Record<string, string>, cwd = mkdtempSync(join(tmpdir(), 'bqp-cli-'))) {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...baseEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr, output: stdout + stderr };
+}
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+t.test('--help lists every setting with its variable, flag and default; --version', async (t) => {
+  const help = await run(['--help'], {});
+  t.equal(help.code, 0);
+  for (const s of SETTINGS) {
+    t.match(help.stdout, s.name);
+    if (!s.secret) t.match(help.stdout, `--${s.name.toLowerCase().replace(/_/g, '-')}`);
+    if (s.default !== undefined) t.match(help.stdout, `[default: ${s.default}]`);
+  }
+  t.match(help.stdout, /flags, then the environment, then the env file/);
+  const version = await run(['--version'], {});
+  t.equal(version.code, 0);
+  t.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+});
+
+t.test('bad arguments exit 2 with one line', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['--frobnicate'], /Unknown option '--frobnicate'.*see --help/],
+    [['frob'], /unknown command "frob": use start, token or check/],
+    [['--port'], /argument missing/],
+    [['--bitquery-client-secret', 'shh-flag-secret'], /BITQUERY_CLIENT_SECRET cannot be a flag/],
+    [['--bitquery-token=shh-flag-secret'], /BITQUERY_TOKEN cannot be a flag/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await run(args, { BITQUERY_TOKEN: 't' });
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr, message);
+    t.equal(r.output.trim().split('\n').length, 1);
+    t.notMatch(r.output, 'shh-flag-secret');
+  }
+});
+
+t.test('precedence: flags > environment > env file > defaults', async (t) => {
+  const [a, b, c] = [await closedPort(), await closedPort(), await closedPort()];
+  const cwd = mkdtempSync(join(tmpdir(), 'bqp-cli-'));
+  writeFileSync(join(cwd, '.env'), `BITQUERY_TOKEN=from-env-file\nBITQUERY_UPSTREAM=http://127.0.0.1:${a}\n`);
+  const upstreamOf = async (args: string[], env: Record<string, string>) => /upstream (\S+)/.exec((await run(['check', ...args], env, cwd)).stdout)?.[1];
+  t.equal(await upstreamOf([], {}), `http://127.0.0.1:${a}`, 'env file over default');
+  t.equal(await upstreamOf([], { BITQUERY_UPSTREAM: `http://127.0.0.1:${b}` }), `http://127.0.0.1:${b}`, 'environment over env file');
+  t.equal(await upstreamOf(['--bitquery-upstream', `http://127.0.0.1:${c}`], { BITQUERY_UPSTREAM: `http://127.0.0.1:${b}` }), `http://127.0.0.1:${c}`, 'flag over environment');
+  const other = join(cwd, 'other.env');
+  writeFileSync(other, `BITQUERY_TOKEN=x\nBITQUERY_UPSTREAM=http://127.0.0.1:${c}\n`);
+  t.equal(await upstreamOf(['--env-file', other], {}), `http://127.0.0.1:${c}`, '--env-file picks the file');
+});
+
+t.test('token prints only the access token; failures go to stderr', async (t) => {
+  const fake = await startFake(t);
+  const ok = await run(['token'], fakeEnv(fake));
+  t.equal(ok.code, 0);
+  t.equal(ok.stdout, `${fake.issuedTokens[0]}\n`);
+  t.equal(ok.stderr, '');
+  const bad = await run(['token'], { ...fakeEnv(fake), BITQUERY_CLIENT_SECRET: 'wrong-secret-9e8d' });
+  t.equal(bad.code, 1);
+  t.equal(bad.stdout, '');
+  t.match(bad.stderr, /^bitquery-proxy token: token endpoint rejected the credentials \(HTTP 401, invalid_client.*check BITQUERY_CLIENT_ID and BITQUERY_CLIENT_SECRET/);
+  t.notMatch(bad.output, 'wrong-secret-9e8d');
+});
+
+t.test('check reports each step and never prints the secret or the token', async (t) => {
+  const fake = await startFake(t);
+  const ok = await run(['check'], fakeEnv(fake));
+  t.equal(ok.code, 0, ok.output);
+  t.match(ok.stdout, /configuration  ok: client credentials for client id demo-client/);
+  t.match(ok.stdout, /token          ok: expires in 17999 s/);
+  t.match(ok.stdout, /upstream       ok: POST http:\/\/127\.0\.0\.1:\d+\/graphql answered 200/);
+  t.match(ok.stdout, /all checks passed/);
+  t.equal(fake.graphqlRequests.length, 1);
+  t.notMatch(ok.output, SECRET);
+  t.notMatch(ok.output, fake.issuedTokens[0]!);
+
+  fake.graphqlScript.push({ status: 402, body: 'No active billing period' });
+  const broke = await run(['check'], fakeEnv(fake));
+  t.equal(broke.code, 1);
+  t.match(broke.stderr, /upstream failed: .* answered 402: the account has no active billing period/);
+
+  const down = await run(['check'], { ...fakeEnv(fake), BITQUERY_TOKEN_URL: `http://127.0.0.1:${await closedPort()}/oauth2/token` });
+  t.equal(down.code, 1);
+  t.match(down.stderr, /token endpoint unreachable: .*ECONNREFUSED/);
+  for (const r of [broke, down]) for (const token of fake.issuedTokens) t.notMatch(r.output, token);
+});
+
+t.test('a port already in use is a clear error, exit 1', async (t) => {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const { port } = server.address() as { port: number };
+  const r = await run([], { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', PORT: String(port), LOG_LEVEL: 'silent' });
+  t.equal(r.code, 1);
+  t.match(r.stderr, /EADDRINUSE/);
+});
