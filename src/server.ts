@@ -8,6 +8,8 @@ import { sendError } from './proxy/errors.js';
 import { httpProxy } from './proxy/http.js';
 import type { TokenProvider } from './token/index.js';
 
+const PROBES = new Set(['/healthz', '/readyz']);
+
 export interface ServerParts {
   config: Config;
   logger: Logger;
@@ -50,7 +52,9 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
 
   app.addHook('onResponse', (request, reply, done) => {
     const outcome = request.proxyOutcome;
-    request.log.info(
+    // Probes arrive every few seconds: their lines would drown the traffic at info.
+    const level = outcome || !PROBES.has(request.url) ? 'info' : 'debug';
+    request.log[level](
       {
         req: request,
         status: reply.statusCode,

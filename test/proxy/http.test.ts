@@ -374,6 +374,8 @@ t.test('health endpoints', async (t) => {
   const ready = JSON.parse((await get(`${proxy.url}/readyz`)).text);
   t.equal(ready.ready, true);
   t.ok(ready.expiresInSec > 17000 && ready.expiresInSec <= 17999);
+  const probeLine = await proxy.waitForLog((l) => l.msg === 'request' && (l.req as { url: string }).url === '/healthz');
+  t.equal(probeLine.level, 20, 'probe access lines are debug, not info');
 });
 
 t.test('nothing secret in the logs at trace level, even with secrets in the URL and headers', async (t) => {
