@@ -1,9 +1,10 @@
 // The daemon's life: build the parts, fetch the first token, listen, and on shutdown drain
-// in-flight requests within a bounded time.
+// in-flight requests within a bounded time, then close the WebSocket streams.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Pool } from 'undici';
 import type { Config } from './config.js';
+import { createWsProxy } from './proxy/ws.js';
 import { buildServer } from './server.js';
 import { createTokenProvider } from './token/index.js';
 
@@ -17,6 +18,8 @@ export interface Daemon {
 
 /** How often idle keep-alive connections are closed while draining (a busy one turns idle when its request ends). */
 const IDLE_SWEEP_MS = 50;
+/** Part of SHUTDOWN_TIMEOUT_MS kept for WebSocket streams to finish their closing handshake (at most half of it). */
+const WS_CLOSE_GRACE_MS = 1000;
 
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
   const tokens = createTokenProvider(config, logger.child({ component: 'token' }));
@@ -26,6 +29,19 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     keepAliveTimeout: 30_000,
   });
   const app = await buildServer({ config, logger, tokens, upstream });
+  const ws = createWsProxy({ config, tokens, logger });
+  app.server.on('upgrade', ws.handleUpgrade);
+
+  // In-flight HTTP requests, so that shutdown closes the streams only once they have drained.
+  let inflight = 0;
+  let onDrained: (() => void) | undefined;
+  app.server.on('request', (_req, res) => {
+    inflight += 1;
+    res.once('close', () => {
+      inflight -= 1;
+      if (inflight === 0) onDrained?.();
+    });
+  });
 
   tokens.start();
   await app.listen({ host: config.host, port: config.port });
@@ -43,13 +59,28 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     (closing ??= (async () => {
       logger.info({ drainMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
       tokens.stop();
+      ws.stopAccepting();
       const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS);
       const deadline = setTimeout(() => {
         logger.warn('drain time is over: closing the remaining connections');
         app.server.closeAllConnections();
+        void ws.close(0);
       }, config.shutdownTimeoutMs);
+      // Upgraded sockets are not the HTTP server's to close (closeAllConnections skips them) and
+      // server.close() waits for them: streams never end by themselves, so once in-flight HTTP has
+      // drained (or only the grace is left) they are closed with 1001 and cut after the grace.
+      const wsGrace = Math.min(WS_CLOSE_GRACE_MS, config.shutdownTimeoutMs / 2);
+      const drained = new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, config.shutdownTimeoutMs - wsGrace);
+        onDrained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        if (inflight === 0) onDrained();
+      });
+      const streamsClosed = drained.then(() => ws.close(wsGrace));
       try {
-        await app.close();
+        await Promise.all([app.close(), streamsClosed]);
       } finally {
         clearInterval(sweep);
         clearTimeout(deadline);
