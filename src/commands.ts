@@ -1,7 +1,7 @@
 // `bitquery-proxy token` and `bitquery-proxy check`: one-shot uses of the configured credentials
 // for scripts and for setting up. Neither ever prints the client secret; `check` never prints the token.
 import { request } from 'undici';
-import type { Config } from './config.js';
+import type { Config, CredentialSet } from './config.js';
 import { describeNetworkError, ClientCredentialsSource } from './token/client-credentials.js';
 import { readSecretFile } from './config.js';
 import { upstreamFailure } from './proxy/errors.js';
@@ -11,9 +11,14 @@ export class CommandError extends Error {
   override name = 'CommandError';
 }
 
+/** The credential set the one-shot commands use: the default one, else the first. */
+export function commandSet(config: Config): CredentialSet {
+  return config.sets.find((s) => s.name === config.defaultSet) ?? config.sets[0]!;
+}
+
 /** One token with the configured credentials (the static token as it is configured). */
 export async function fetchToken(config: Config): Promise<{ value: string; expiresInSec?: number }> {
-  const { credentials } = config;
+  const { credentials } = commandSet(config);
   if (credentials.mode === 'static') {
     const { token } = credentials;
     return { value: 'value' in token ? token.value : readSecretFile(token.file, 'BITQUERY_TOKEN_FILE') };
@@ -39,17 +44,18 @@ const UPSTREAM_HINTS: Record<number, string> = {
 
 /** Validates by doing: a token, then one tiny query upstream. Returns the report lines. */
 export async function check(config: Config, say: (line: string) => void): Promise<void> {
-  const { credentials } = config;
+  const { credentials, upstream, name } = commandSet(config);
   const mode =
     credentials.mode === 'static'
       ? `static token from ${'file' in credentials.token ? 'BITQUERY_TOKEN_FILE' : 'BITQUERY_TOKEN'}`
       : `client credentials for client id ${credentials.clientId} at ${credentials.tokenUrl.href}`;
-  say(`configuration  ok: ${mode}, upstream ${config.upstream.origin}`);
+  const set = config.sets.length > 1 ? ` (credential set "${name}" of ${config.sets.length})` : '';
+  say(`configuration  ok: ${mode}, upstream ${upstream.origin}${set}`);
 
   const token = await fetchToken(config);
   say(`token          ok: ${token.expiresInSec === undefined ? 'static, lifetime unknown' : `expires in ${token.expiresInSec} s`}`);
 
-  const url = `${config.upstream.origin}${config.paths[0]}`;
+  const url = `${upstream.origin}${config.paths[0]}`;
   let status: number;
   try {
     const res = await request(url, {

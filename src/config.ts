@@ -5,6 +5,11 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseEnv } from 'node:util';
 import { envSchema } from 'env-schema';
+import { loadKeys, type KeySources } from './auth/key-store.js';
+import type { ApiKey } from './auth/keys.js';
+import { loadTenantFile, type CredentialSet, type KeyPolicy } from './tenants.js';
+
+export type { CredentialSet, KeyPolicy } from './tenants.js';
 
 interface Setting {
   name: string;
@@ -30,6 +35,13 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'BITQUERY_AUTH_METHOD', type: 'string', default: 'post', enum: ['post', 'basic'], help: 'how credentials reach the token endpoint: form body (post) or HTTP Basic (basic)' },
   { name: 'BITQUERY_UPSTREAM', type: 'string', default: 'https://streaming.bitquery.io', help: 'upstream origin (scheme://host[:port], no path)' },
   { name: 'PROXY_PATHS', type: 'string', default: '/graphql,/eap', help: 'comma-separated paths forwarded to the same path upstream' },
+  { name: 'PROXY_CONFIG', type: 'string', help: 'JSON file with named credential sets (one per team) and per-key settings' },
+  { name: 'PROXY_API_KEYS', type: 'string', secret: true, help: 'inbound keys, comma-separated: key, name:key, sha256:<hex> or name:sha256:<hex>' },
+  { name: 'PROXY_API_KEYS_FILE', type: 'string', help: 'file of inbound keys, one a line (# comments), re-read when it changes' },
+  { name: 'PROXY_ALLOW_UNAUTHENTICATED', type: 'boolean', default: false, help: 'allow listening on a non-loopback HOST without inbound keys (trusted private networks only)' },
+  { name: 'RATE_LIMIT_PER_MINUTE', type: 'integer', default: 0, minimum: 0, help: 'requests a minute per key (per client address without keys); 0 = unlimited' },
+  { name: 'WS_MAX_STREAMS_PER_KEY', type: 'integer', default: 0, minimum: 0, help: 'concurrent WebSocket streams per key; 0 = only WS_MAX_STREAMS applies' },
+  { name: 'CORS_ORIGINS', type: 'string', help: 'browser origins allowed, comma-separated, or * for any; unset: http(s)://localhost, 127.0.0.1 and [::1] on any port' },
   { name: 'HOST', type: 'string', default: '127.0.0.1', help: 'listen address' },
   { name: 'PORT', type: 'integer', default: 8080, minimum: 0, maximum: 65535, help: 'listen port (0 picks a free one)' },
   { name: 'LOG_LEVEL', type: 'string', default: 'info', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'pino log level' },
@@ -67,8 +79,19 @@ export interface StaticToken {
 }
 
 export interface Config {
-  credentials: ClientCredentials | StaticToken;
-  upstream: URL;
+  /** Credential sets: `default` from the environment, plus those of PROXY_CONFIG. Never empty. */
+  sets: CredentialSet[];
+  /** The set used by requests whose key maps to none (and by all requests without keys). */
+  defaultSet?: string;
+  apiKeys: KeySources;
+  /** The keys read at start-up (the store re-reads the file later). */
+  initialKeys: ApiKey[];
+  keyPolicies: Record<string, KeyPolicy>;
+  allowUnauthenticated: boolean;
+  rateLimitPerMinute: number;
+  wsMaxStreamsPerKey: number;
+  /** Allowed browser origins: exact origins, `*` for any, or the loopback rule when unset. */
+  corsOrigins: string[] | 'loopback';
   paths: string[];
   host: string;
   port: number;
@@ -148,8 +171,8 @@ export function readSecretFile(file: string, variable: string): string {
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
-function isLoopbackHost(hostname: string): boolean {
-  return LOOPBACK.has(hostname) || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+export function isLoopbackHost(hostname: string): boolean {
+  return LOOPBACK.has(hostname) || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
 /** Secrets must not cross a network in clear text: plain http is only for loopback (tests, the demo). */
@@ -166,7 +189,7 @@ function secureUrl(value: string, variable: string): URL {
   throw new ConfigError(`${variable} must use https:// (plain http:// is accepted only for loopback addresses)`);
 }
 
-function credentialsFrom(raw: Raw): ClientCredentials | StaticToken {
+function credentialsFrom(raw: Raw): ClientCredentials | StaticToken | undefined {
   const s = (name: string) => raw[name] as string | undefined;
   const id = s('BITQUERY_CLIENT_ID');
   const secret = s('BITQUERY_CLIENT_SECRET');
@@ -184,9 +207,7 @@ function credentialsFrom(raw: Raw): ClientCredentials | StaticToken {
     if (tokenFile) readSecretFile(tokenFile, 'BITQUERY_TOKEN_FILE');
     return { mode: 'static', token: token ? { value: token } : { file: tokenFile! } };
   }
-  if (!clientMode) {
-    throw new ConfigError('no Bitquery credentials: set BITQUERY_CLIENT_ID and BITQUERY_CLIENT_SECRET (or BITQUERY_CLIENT_SECRET_FILE), or set BITQUERY_TOKEN (or BITQUERY_TOKEN_FILE)');
-  }
+  if (!clientMode) return undefined;
   if (!id) throw new ConfigError('BITQUERY_CLIENT_ID is missing: set it to the application id that goes with the client secret');
   if (secret && secretFile) throw new ConfigError('set BITQUERY_CLIENT_SECRET or BITQUERY_CLIENT_SECRET_FILE, not both');
   if (!secret && !secretFile) throw new ConfigError('BITQUERY_CLIENT_SECRET is missing: set it (or BITQUERY_CLIENT_SECRET_FILE) for the client id BITQUERY_CLIENT_ID');
@@ -201,10 +222,10 @@ function credentialsFrom(raw: Raw): ClientCredentials | StaticToken {
   };
 }
 
-function upstreamFrom(value: string): URL {
-  const url = secureUrl(value, 'BITQUERY_UPSTREAM');
+function upstreamFrom(value: string, variable = 'BITQUERY_UPSTREAM'): URL {
+  const url = secureUrl(value, variable);
   if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) {
-    throw new ConfigError(`BITQUERY_UPSTREAM must be an origin without a path, like https://streaming.bitquery.io (paths come from PROXY_PATHS)`);
+    throw new ConfigError(`${variable} must be an origin without a path, like https://streaming.bitquery.io (paths come from PROXY_PATHS)`);
   }
   return url;
 }
@@ -223,13 +244,100 @@ export interface LoadOptions {
   dotenvPath?: string;
 }
 
+/** The environment's credentials as the set `default`, then those of PROXY_CONFIG. */
+function credentialSets(raw: Raw): Pick<Config, 'sets' | 'defaultSet' | 'keyPolicies'> {
+  const fromEnv = credentialsFrom(raw);
+  const sets: CredentialSet[] = fromEnv ? [{ name: 'default', credentials: fromEnv, upstream: upstreamFrom(raw.BITQUERY_UPSTREAM as string) }] : [];
+  const file = raw.PROXY_CONFIG as string | undefined;
+  if (!file) {
+    if (!fromEnv) {
+      throw new ConfigError('no Bitquery credentials: set BITQUERY_CLIENT_ID and BITQUERY_CLIENT_SECRET (or BITQUERY_CLIENT_SECRET_FILE), or set BITQUERY_TOKEN (or BITQUERY_TOKEN_FILE)');
+    }
+    return { sets, defaultSet: 'default', keyPolicies: {} };
+  }
+  const tenants = loadTenantFile(
+    file,
+    {
+      tokenUrl: raw.BITQUERY_TOKEN_URL as string,
+      scope: raw.BITQUERY_SCOPE as string,
+      authMethod: raw.BITQUERY_AUTH_METHOD as AuthMethod,
+      upstream: raw.BITQUERY_UPSTREAM as string,
+    },
+    secureUrl,
+    upstreamFrom,
+  );
+  for (const set of tenants.sets) {
+    if (sets.some((s) => s.name === set.name)) {
+      throw new ConfigError(`PROXY_CONFIG defines the credential set "${set.name}" twice (the environment's credentials are named "default")`);
+    }
+    sets.push(set);
+  }
+  if (sets.length === 0) {
+    throw new ConfigError('no Bitquery credentials: PROXY_CONFIG defines no credential set, and none is set in the environment (BITQUERY_CLIENT_ID/BITQUERY_CLIENT_SECRET or BITQUERY_TOKEN)');
+  }
+  const names = new Set(sets.map((s) => s.name));
+  const defaultSet = tenants.defaultCredentials ?? (fromEnv ? 'default' : undefined);
+  if (defaultSet !== undefined && !names.has(defaultSet)) {
+    throw new ConfigError(`PROXY_CONFIG defaultCredentials names "${defaultSet}", which is not a credential set (${[...names].join(', ')})`);
+  }
+  for (const [key, policy] of Object.entries(tenants.keys)) {
+    if (policy.credentials !== undefined && !names.has(policy.credentials)) {
+      throw new ConfigError(`PROXY_CONFIG keys.${key}.credentials names "${policy.credentials}", which is not a credential set (${[...names].join(', ')})`);
+    }
+  }
+  return { sets, defaultSet, keyPolicies: tenants.keys };
+}
+
+function corsFrom(value: string | undefined): string[] | 'loopback' {
+  if (value === undefined) return 'loopback';
+  const origins = value.split(',').map((o) => o.trim()).filter(Boolean);
+  for (const origin of origins) {
+    if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      throw new ConfigError(`CORS_ORIGINS entries must be origins like http://localhost:3000 (no path), or *; got "${origin}"`);
+    }
+  }
+  return origins;
+}
+
+/** Keys, their mapping to credential sets, and the refusal to run open on a network. */
+function inboundAuth(raw: Raw, host: string, sets: Pick<Config, 'sets' | 'defaultSet' | 'keyPolicies'>): Pick<Config, 'apiKeys' | 'initialKeys' | 'allowUnauthenticated'> {
+  const apiKeys: KeySources = { list: raw.PROXY_API_KEYS as string | undefined, file: raw.PROXY_API_KEYS_FILE as string | undefined };
+  let initialKeys: ApiKey[];
+  try {
+    initialKeys = loadKeys(apiKeys);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(code ? `PROXY_API_KEYS_FILE=${apiKeys.file} cannot be read (${code})` : (err as Error).message);
+  }
+  const keyed = Boolean(apiKeys.list || apiKeys.file);
+  const allowUnauthenticated = raw.PROXY_ALLOW_UNAUTHENTICATED as boolean;
+  if (!keyed && !allowUnauthenticated && !isLoopbackHost(host.replace(/^\[|\]$/g, ''))) {
+    throw new ConfigError(
+      `HOST=${host} is reachable from the network and no inbound keys are set: set PROXY_API_KEYS (or PROXY_API_KEYS_FILE), or, to run open on a trusted private network (a docker-compose network, a pod), PROXY_ALLOW_UNAUTHENTICATED=true`,
+    );
+  }
+  if (sets.defaultSet === undefined) {
+    if (!keyed) throw new ConfigError('without inbound keys every request uses the default credentials: set defaultCredentials in PROXY_CONFIG (or credentials in the environment)');
+    const unmapped = initialKeys.find((k) => sets.keyPolicies[k.name]?.credentials === undefined);
+    if (unmapped) {
+      throw new ConfigError(`the key "${unmapped.name}" maps to no credentials: map it in PROXY_CONFIG keys.${unmapped.name}.credentials, or set defaultCredentials`);
+    }
+  }
+  return { apiKeys, initialKeys, allowUnauthenticated };
+}
+
 /** Builds the configuration, or throws one ConfigError that says what to set. */
 export function loadConfig(env: Record<string, string | undefined>, options: LoadOptions = {}): Config {
   const raw = validate([known(readDotenv(resolve(options.dotenvPath ?? '.env'))), known(env)]);
   const n = (name: string) => raw[name] as number;
+  const sets = credentialSets(raw);
   const config: Config = {
-    credentials: credentialsFrom(raw),
-    upstream: upstreamFrom(raw.BITQUERY_UPSTREAM as string),
+    ...sets,
+    ...inboundAuth(raw, raw.HOST as string, sets),
+    keyPolicies: sets.keyPolicies,
+    rateLimitPerMinute: n('RATE_LIMIT_PER_MINUTE'),
+    wsMaxStreamsPerKey: n('WS_MAX_STREAMS_PER_KEY'),
+    corsOrigins: corsFrom(raw.CORS_ORIGINS as string | undefined),
     paths: pathsFrom(raw.PROXY_PATHS as string),
     host: raw.HOST as string,
     port: n('PORT'),

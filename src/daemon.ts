@@ -4,6 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Pool } from 'undici';
 import type { Config } from './config.js';
+import { createCallerResolver, type Tenant } from './auth/caller.js';
+import { KeyStore } from './auth/key-store.js';
 import { createWsProxy } from './proxy/ws.js';
 import { buildServer } from './server.js';
 import { createTokenProvider } from './token/index.js';
@@ -21,15 +23,31 @@ const IDLE_SWEEP_MS = 50;
 /** Part of SHUTDOWN_TIMEOUT_MS kept for WebSocket streams to finish their closing handshake (at most half of it). */
 const WS_CLOSE_GRACE_MS = 1000;
 
+/** A token holder and a keep-alive upstream pool for each credential set. */
+function createTenants(config: Config, logger: Logger): Map<string, Tenant> {
+  const tenants = new Map<string, Tenant>();
+  for (const set of config.sets) {
+    const log = logger.child({ component: 'token', ...(config.sets.length > 1 && { credentials: set.name }) });
+    tenants.set(set.name, {
+      name: set.name,
+      origin: set.upstream,
+      tokens: createTokenProvider(set, config, log),
+      upstream: new Pool(set.upstream.origin, {
+        connections: config.upstreamConnections,
+        connect: { timeout: config.upstreamConnectTimeoutMs },
+        keepAliveTimeout: 30_000,
+      }),
+    });
+  }
+  return tenants;
+}
+
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const tokens = createTokenProvider(config, logger.child({ component: 'token' }));
-  const upstream = new Pool(config.upstream.origin, {
-    connections: config.upstreamConnections,
-    connect: { timeout: config.upstreamConnectTimeoutMs },
-    keepAliveTimeout: 30_000,
-  });
-  const app = await buildServer({ config, logger, tokens, upstream });
-  const ws = createWsProxy({ config, tokens, logger });
+  const tenants = createTenants(config, logger);
+  const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
+  const resolveCaller = createCallerResolver(config, keys, tenants);
+  const app = await buildServer({ config, logger, tenants, resolveCaller });
+  const ws = createWsProxy({ config, logger, resolveCaller });
   app.server.on('upgrade', ws.handleUpgrade);
 
   // In-flight HTTP requests, so that shutdown closes the streams only once they have drained.
@@ -43,22 +61,31 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     });
   });
 
-  tokens.start();
+  for (const tenant of tenants.values()) tenant.tokens.start();
+  keys.start();
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
+  const upstreams = [...new Set(config.sets.map((s) => s.upstream.origin))];
   logger.info(
-    { url, upstream: config.upstream.origin, paths: config.paths, mode: config.credentials.mode },
-    `listening on ${url}, forwarding ${config.paths.join(', ')} to ${config.upstream.origin}`,
+    {
+      url,
+      upstream: upstreams.join(', '),
+      paths: config.paths,
+      credentials: config.sets.map((s) => `${s.name} (${s.credentials.mode})`),
+      inboundKeys: keys.enabled ? config.initialKeys.length : 'none',
+    },
+    `listening on ${url}, forwarding ${config.paths.join(', ')} to ${upstreams.join(', ')}`,
   );
 
   let closing: Promise<void> | undefined;
   const shutdown = () =>
     (closing ??= (async () => {
       logger.info({ drainMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
-      tokens.stop();
+      for (const tenant of tenants.values()) tenant.tokens.stop();
+      keys.stop();
       ws.stopAccepting();
       const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS);
       const deadline = setTimeout(() => {
@@ -84,7 +111,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       } finally {
         clearInterval(sweep);
         clearTimeout(deadline);
-        await upstream.destroy();
+        await Promise.all([...tenants.values()].map((tenant) => tenant.upstream.destroy()));
       }
       logger.info('stopped');
     })());

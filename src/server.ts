@@ -1,23 +1,34 @@
-// Assembles the Fastify app from its parts: health routes, the HTTP proxy, error shapes and the
-// access log. No forwarding or token logic lives here.
+// Assembles the Fastify app from its parts: health routes, CORS, the HTTP proxy, error shapes and
+// the access log. No forwarding, token or key logic lives here.
+import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { Dispatcher } from 'undici';
+import { originAllowed, type ResolveCaller, type Tenant } from './auth/caller.js';
 import type { Config } from './config.js';
 import { sendError } from './proxy/errors.js';
 import { httpProxy } from './proxy/http.js';
-import type { TokenProvider } from './token/index.js';
+import type { Readiness } from './token/index.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
 
 export interface ServerParts {
   config: Config;
   logger: Logger;
-  tokens: TokenProvider;
-  upstream: Dispatcher;
+  tenants: Map<string, Tenant>;
+  resolveCaller: ResolveCaller;
 }
 
-export async function buildServer({ config, logger, tokens, upstream }: ServerParts): Promise<FastifyInstance> {
+/**
+ * One credential set: its own readiness. Several: ready while any set holds a valid token (one
+ * team's revoked credentials must not take the gateway from the others), with each set's detail.
+ */
+function readiness(tenants: Map<string, Tenant>): Readiness | { ready: boolean; credentials: Record<string, Readiness> } {
+  if (tenants.size === 1) return [...tenants.values()][0]!.tokens.readiness();
+  const credentials = Object.fromEntries([...tenants.values()].map((t) => [t.name, t.tokens.readiness()]));
+  return { ready: Object.values(credentials).some((r) => r.ready), credentials };
+}
+
+export async function buildServer({ config, logger, tenants, resolveCaller }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
@@ -31,8 +42,15 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
-    const readiness = tokens.readiness();
-    return reply.code(readiness.ready ? 200 : 503).send(readiness);
+    const state = readiness(tenants);
+    return reply.code(state.ready ? 200 : 503).send(state);
+  });
+
+  // Preflights are answered here, without a key and without touching the upstream.
+  await app.register(cors, {
+    origin: (origin, done) => done(null, origin !== undefined && originAllowed(config, origin)),
+    methods: ['GET', 'POST'],
+    maxAge: 600,
   });
 
   app.setNotFoundHandler((request, reply) =>
@@ -43,6 +61,7 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return sendError(reply, 413, 'payload_too_large', `the request body is larger than BODY_LIMIT (${config.bodyLimit} bytes)`);
     }
+    if (err.code === 'rate_limited') return sendError(reply, 429, 'rate_limited', err.message);
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return sendError(reply, err.statusCode, 'bad_request', err.message);
     }
@@ -57,8 +76,10 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
     request.log[level](
       {
         req: request,
+        ...(request.caller?.keyName && { key: request.caller.keyName }),
+        ...(request.caller && tenants.size > 1 && { credentials: request.caller.tenant.name }),
         status: reply.statusCode,
-        ...(outcome && { upstreamStatus: outcome.upstreamStatus, attempts: outcome.attempts, upstreamMs: outcome.upstreamMs }),
+        ...(outcome && outcome),
         ms: Math.round(reply.elapsedTime * 100) / 100,
       },
       'request',
@@ -67,7 +88,7 @@ export async function buildServer({ config, logger, tokens, upstream }: ServerPa
   });
 
   // Registered last: a plugin inherits only the handlers and hooks set before it.
-  await app.register(httpProxy, { config, tokens, upstream });
+  await app.register(httpProxy, { config, resolveCaller });
 
   return app;
 }

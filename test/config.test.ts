@@ -11,12 +11,19 @@ const load = (env: Record<string, string>) => loadConfig(env, noDotenv);
 
 t.test('defaults for client-credentials mode', async (t) => {
   const c = load({ BITQUERY_CLIENT_ID: 'id', BITQUERY_CLIENT_SECRET: 's' });
-  t.equal(c.credentials.mode, 'client_credentials');
-  if (c.credentials.mode !== 'client_credentials') return;
-  t.equal(c.credentials.tokenUrl.href, 'https://oauth2.bitquery.io/oauth2/token');
-  t.equal(c.credentials.scope, 'api');
-  t.equal(c.credentials.authMethod, 'post');
-  t.equal(c.upstream.origin, 'https://streaming.bitquery.io');
+  t.equal(c.sets.length, 1);
+  t.equal(c.defaultSet, 'default');
+  const { credentials, upstream } = c.sets[0]!;
+  t.equal(credentials.mode, 'client_credentials');
+  if (credentials.mode !== 'client_credentials') return;
+  t.equal(credentials.tokenUrl.href, 'https://oauth2.bitquery.io/oauth2/token');
+  t.equal(credentials.scope, 'api');
+  t.equal(credentials.authMethod, 'post');
+  t.equal(upstream.origin, 'https://streaming.bitquery.io');
+  t.same(c.apiKeys, { list: undefined, file: undefined });
+  t.equal(c.allowUnauthenticated, false);
+  t.equal(c.rateLimitPerMinute, 0);
+  t.equal(c.corsOrigins, 'loopback');
   t.same(c.paths, ['/graphql', '/eap']);
   t.equal(c.host, '127.0.0.1');
   t.equal(c.port, 8080);
@@ -26,7 +33,7 @@ t.test('defaults for client-credentials mode', async (t) => {
 
 t.test('static-token mode and numbers are coerced', async (t) => {
   const c = load({ BITQUERY_TOKEN: 'ory_at_x', PORT: '9000', TOKEN_REFRESH_MARGIN: '0.3', PROXY_PATHS: ' /graphql , /v1 ' });
-  t.same(c.credentials, { mode: 'static', token: { value: 'ory_at_x' } });
+  t.same(c.sets[0]!.credentials, { mode: 'static', token: { value: 'ory_at_x' } });
   t.equal(c.port, 9000);
   t.equal(c.tokenRefreshMargin, 0.3);
   t.same(c.paths, ['/graphql', '/v1']);
@@ -37,15 +44,17 @@ t.test('.env is read, the environment wins, empty values count as unset', async 
   writeFileSync(path, 'BITQUERY_CLIENT_ID=from-file\nBITQUERY_CLIENT_SECRET=file-secret\nPORT=1234\nBITQUERY_TOKEN=\n');
   const c = loadConfig({ PORT: '4321' }, { dotenvPath: path });
   t.equal(c.port, 4321);
-  t.equal(c.credentials.mode, 'client_credentials');
-  if (c.credentials.mode === 'client_credentials') t.equal(c.credentials.clientId, 'from-file');
+  const { credentials } = c.sets[0]!;
+  t.equal(credentials.mode, 'client_credentials');
+  if (credentials.mode === 'client_credentials') t.equal(credentials.clientId, 'from-file');
 });
 
 t.test('secret files are checked at start-up', async (t) => {
   const secret = join(dir, 'secret');
   writeFileSync(secret, 'shh\n');
   const c = load({ BITQUERY_CLIENT_ID: 'id', BITQUERY_CLIENT_SECRET_FILE: secret });
-  if (c.credentials.mode === 'client_credentials') t.same(c.credentials.clientSecret, { file: secret });
+  const { credentials } = c.sets[0]!;
+  if (credentials.mode === 'client_credentials') t.same(credentials.clientSecret, { file: secret });
   t.throws(() => load({ BITQUERY_CLIENT_ID: 'id', BITQUERY_CLIENT_SECRET_FILE: join(dir, 'nope') }), /BITQUERY_CLIENT_SECRET_FILE=.*cannot be read \(ENOENT\)/);
   const empty = join(dir, 'empty');
   writeFileSync(empty, '\n');
@@ -81,7 +90,7 @@ for (const [name, env, message] of mistakes) {
 
 t.test('loopback http is allowed for tests and the demo', async (t) => {
   const c = load({ BITQUERY_CLIENT_ID: 'i', BITQUERY_CLIENT_SECRET: 's', BITQUERY_TOKEN_URL: 'http://127.0.0.1:9/t', BITQUERY_UPSTREAM: 'http://localhost:9' });
-  t.equal(c.upstream.origin, 'http://localhost:9');
+  t.equal(c.sets[0]!.upstream.origin, 'http://localhost:9');
 });
 
 t.test('the binary exits non-zero at once with one clear line, and never echoes the secret', async (t) => {
@@ -93,3 +102,71 @@ t.test('the binary exits non-zero at once with one clear line, and never echoes 
   t.notMatch(proxy.output(), /very-secret-value/);
 });
 
+
+t.test('gateway: a network-facing HOST needs keys or an explicit opt-out', async (t) => {
+  const creds = { BITQUERY_TOKEN: 't' };
+  t.throws(() => load({ ...creds, HOST: '0.0.0.0' }), {
+    name: 'ConfigError',
+    message:
+      'HOST=0.0.0.0 is reachable from the network and no inbound keys are set: set PROXY_API_KEYS (or PROXY_API_KEYS_FILE), or, to run open on a trusted private network (a docker-compose network, a pod), PROXY_ALLOW_UNAUTHENTICATED=true',
+  });
+  t.ok(load({ ...creds, HOST: '0.0.0.0', PROXY_ALLOW_UNAUTHENTICATED: 'true' }).allowUnauthenticated);
+  t.equal(load({ ...creds, HOST: '0.0.0.0', PROXY_API_KEYS: 'alice:0123456789abcdef' }).initialKeys[0]!.name, 'alice');
+  for (const host of ['127.0.0.1', '127.0.0.2', 'localhost', '::1', '[::1]']) t.ok(load({ ...creds, HOST: host }), host);
+});
+
+t.test('gateway: key mistakes name the entry, never the key', async (t) => {
+  t.throws(() => load({ BITQUERY_TOKEN: 't', PROXY_API_KEYS: 'alice:short-key' }), { message: /^PROXY_API_KEYS entry 1: a key must be at least 16 characters/ });
+  t.throws(() => load({ BITQUERY_TOKEN: 't', PROXY_API_KEYS_FILE: join(dir, 'no-keys') }), { message: /PROXY_API_KEYS_FILE=.*no-keys cannot be read \(ENOENT\)/ });
+  t.throws(() => load({ BITQUERY_TOKEN: 't', CORS_ORIGINS: 'localhost:3000' }), { message: /CORS_ORIGINS entries must be origins/ });
+  t.same(load({ BITQUERY_TOKEN: 't', CORS_ORIGINS: 'http://localhost:3000, https://app.example.com' }).corsOrigins, ['http://localhost:3000', 'https://app.example.com']);
+});
+
+function tenantFile(content: unknown): string {
+  const path = join(dir, `tenants-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+t.test('gateway: PROXY_CONFIG defines credential sets and maps keys to them', async (t) => {
+  const file = tenantFile({
+    credentials: {
+      'team-a': { clientId: 'a', clientSecret: 'sa', upstream: 'https://us.streaming.bitquery.io' },
+      'team-b': { tokenFile: join(dir, 'secret') },
+    },
+    keys: { alice: { credentials: 'team-a', rateLimitPerMinute: 30 }, bob: { credentials: 'team-b', maxStreams: 2 } },
+  });
+  const c = load({ PROXY_CONFIG: file, PROXY_API_KEYS: 'alice:0123456789abcdef,bob:fedcba9876543210' });
+  t.same(c.sets.map((s) => s.name), ['team-a', 'team-b']);
+  t.equal(c.defaultSet, undefined);
+  t.equal(c.sets[0]!.upstream.origin, 'https://us.streaming.bitquery.io');
+  t.equal(c.sets[1]!.upstream.origin, 'https://streaming.bitquery.io', 'the environment default');
+  const a = c.sets[0]!.credentials;
+  if (a.mode === 'client_credentials') t.equal(a.tokenUrl.href, 'https://oauth2.bitquery.io/oauth2/token');
+  t.same(c.keyPolicies.alice, { credentials: 'team-a', rateLimitPerMinute: 30, maxStreams: undefined });
+
+  const withEnv = load({ PROXY_CONFIG: file, BITQUERY_TOKEN: 't', PROXY_API_KEYS: 'carol:0123456789abcdef' });
+  t.same(withEnv.sets.map((s) => s.name), ['default', 'team-a', 'team-b'], 'the environment credentials are the set "default"');
+  t.equal(withEnv.defaultSet, 'default');
+});
+
+const tenantMistakes: [string, unknown, Record<string, string>, RegExp][] = [
+  ['not JSON', '{', {}, /PROXY_CONFIG=.* is not valid JSON/],
+  ['unknown field', { credentials: { a: { clientId: 'a', clientSecret: 's', colour: 'red' } } }, {}, /credentials\.a has an unknown field "colour"/],
+  ['two modes', { credentials: { a: { clientId: 'a', clientSecret: 's', token: 't' } } }, {}, /credentials\.a needs exactly one of/],
+  ['id without secret', { credentials: { a: { clientId: 'a' } } }, {}, /credentials\.a needs clientId and one of clientSecret or clientSecretFile/],
+  ['plain http', { credentials: { a: { token: 't', upstream: 'http://example.com' } } }, {}, /credentials\.a\.upstream must use https/],
+  ['unknown set', { credentials: { a: { token: 't' } }, keys: { k: { credentials: 'b' } } }, {}, /keys\.k\.credentials names "b", which is not a credential set \(a\)/],
+  ['unknown default', { credentials: { a: { token: 't' } }, defaultCredentials: 'b' }, {}, /defaultCredentials names "b"/],
+  ['same name', { credentials: { default: { token: 't' } } }, { BITQUERY_TOKEN: 'x' }, /defines the credential set "default" twice/],
+  ['no sets', { credentials: {} }, {}, /PROXY_CONFIG defines no credential set/],
+  ['no default without keys', { credentials: { a: { token: 't' } } }, {}, /without inbound keys every request uses the default credentials/],
+  ['unmapped key', { credentials: { a: { token: 't' } } }, { PROXY_API_KEYS: 'zed:0123456789abcdef' }, /the key "zed" maps to no credentials/],
+  ['bad limit', { credentials: { a: { token: 't' } }, defaultCredentials: 'a', keys: { k: { rateLimitPerMinute: -1 } } }, {}, /keys\.k\.rateLimitPerMinute must be a whole number/],
+];
+
+for (const [name, content, env, message] of tenantMistakes) {
+  t.test(`PROXY_CONFIG mistake: ${name}`, async (t) => {
+    t.throws(() => load({ PROXY_CONFIG: tenantFile(content), ...env }), { name: 'ConfigError', message });
+  });
+}

@@ -9,15 +9,17 @@ import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config.js';
 import { redactUrl } from '../log.js';
-import { TokenUnavailableError, type TokenProvider } from '../token/index.js';
+import { TokenUnavailableError } from '../token/index.js';
 import { upstreamFailure, type ErrorCode } from './errors.js';
 import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
 
 export interface WsProxyOptions {
   config: Config;
-  tokens: TokenProvider;
+  /** Key, origin and credential set of a handshake: the same decision as for HTTP requests. */
+  resolveCaller: ResolveCaller;
   /** The daemon's logger; a `component: 'ws'` child is made from it. */
   logger: Logger;
 }
@@ -37,6 +39,9 @@ export interface WsProxy {
 }
 
 type WsErrorCode = ErrorCode | 'too_many_streams' | 'upstream_rejected';
+
+/** ws(s)://host of an upstream origin. */
+const wsOrigin = (origin: URL) => `${origin.protocol === 'https:' ? 'wss:' : 'ws:'}//${origin.host}`;
 
 type Side = 'client' | 'upstream';
 
@@ -204,6 +209,8 @@ interface StreamInfo {
   id: number;
   path: string;
   protocol: string;
+  /** The caller's key name, when keys are configured. */
+  key?: string;
 }
 
 /** One client paired with its upstream. Whichever side goes, the other is closed; the pair ends when both have. */
@@ -336,12 +343,13 @@ class Stream {
   private finish(): void {
     clearTimeout(this.grace);
     this.onDone(this);
-    const { id, path, protocol } = this.info;
+    const { id, path, protocol, key } = this.info;
     this.log.info(
       {
         stream: id,
         path,
         protocol,
+        ...(key && { key }),
         ms: Math.round(performance.now() - this.started),
         closedBy: this.closedBy,
         ...(this.cause && { cause: this.cause }),
@@ -362,10 +370,11 @@ interface Pending {
   abort(): void;
 }
 
-export function createWsProxy({ config, tokens, logger }: WsProxyOptions): WsProxy {
+export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions): WsProxy {
   const log = logger.child({ component: 'ws' });
   const paths = new Set(config.paths);
-  const upstreamOrigin = `${config.upstream.protocol === 'https:' ? 'wss:' : 'ws:'}//${config.upstream.host}`;
+  /** Streams and handshakes per key name, for WS_MAX_STREAMS_PER_KEY and keys' maxStreams. */
+  const perKey = new Map<string, number>();
   const handshakeTimeoutMs = config.upstreamConnectTimeoutMs + Math.min(config.upstreamTimeoutMs, HANDSHAKE_RESPONSE_MAX_MS);
 
   const streams = new Set<Stream>();
@@ -398,7 +407,32 @@ export function createWsProxy({ config, tokens, logger }: WsProxyOptions): WsPro
     refuse(socket, status, error, message, headers);
   };
 
-  async function open(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, query: string, protocols: string[]): Promise<void> {
+  /** Counts a handshake (then its stream) against its key until the returned function is called. */
+  const hold = (keyName: string | undefined) => {
+    if (keyName === undefined) return () => undefined;
+    perKey.set(keyName, (perKey.get(keyName) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const left = perKey.get(keyName)! - 1;
+      if (left === 0) perKey.delete(keyName);
+      else perKey.set(keyName, left);
+    };
+  };
+
+  async function open(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    path: string,
+    query: string,
+    protocols: string[],
+    caller: Caller,
+    release: () => void,
+  ): Promise<void> {
+    const { tokens } = caller.tenant;
+    let handedOver = false;
     let gone = false;
     let current: WebSocket | undefined;
     // Leaving `pending` as soon as the handshake is given up frees its place under WS_MAX_STREAMS
@@ -442,7 +476,7 @@ export function createWsProxy({ config, tokens, logger }: WsProxyOptions): WsPro
       }
       // The URL holds the token: it is never logged, nor is any error message that could quote it.
       const connect = (bearer: string) => {
-        const url = `${upstreamOrigin}${path}${rest ? `${rest}&` : '?'}token=${encodeURIComponent(bearer)}`;
+        const url = `${wsOrigin(caller.tenant.origin)}${path}${rest ? `${rest}&` : '?'}token=${encodeURIComponent(bearer)}`;
         const a = attempt(url, protocols, { ...headers, authorization: `Bearer ${bearer}` }, handshakeTimeoutMs);
         current = a.ws;
         return a.outcome;
@@ -498,15 +532,18 @@ export function createWsProxy({ config, tokens, logger }: WsProxyOptions): WsPro
         closeSide(upstream, 1001, 'client went away');
         return;
       }
-      const info: StreamInfo = { id: nextId++, path, protocol: upstream.protocol };
+      const info: StreamInfo = { id: nextId++, path, protocol: upstream.protocol, key: caller.keyName };
       const stream = new Stream(client, upstream, info, config.wsMaxBufferedBytes, log, (s) => {
         streams.delete(s);
+        release();
         checkGone();
       });
+      handedOver = true;
       streams.add(stream);
       upstream.resume();
-      log.info({ stream: info.id, path, url: redactUrl(req.url ?? ''), protocol: info.protocol, attempts }, 'stream opened');
+      log.info({ stream: info.id, path, url: redactUrl(req.url ?? ''), protocol: info.protocol, ...(info.key && { key: info.key }), attempts }, 'stream opened');
     } finally {
+      if (!handedOver) release();
       leave();
     }
   }
@@ -533,11 +570,18 @@ export function createWsProxy({ config, tokens, logger }: WsProxyOptions): WsPro
     ) {
       return refused(socket, path, 400, 'bad_request', 'not a valid WebSocket handshake (only WebSocket upgrades are served)');
     }
+    const caller = resolveCaller(req.headers);
+    if (isRefusal(caller)) return refused(socket, path, caller.status, caller.error, caller.message);
     if (streams.size + pending.size >= config.wsMaxStreams) {
       return refused(socket, path, 503, 'too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
     }
+    const { keyName } = caller;
+    const keyCap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
+    if (keyName !== undefined && keyCap > 0 && (perKey.get(keyName) ?? 0) >= keyCap) {
+      return refused(socket, path, 503, 'too_many_streams', `the key "${keyName}" has ${keyCap} streams open (its stream limit): try again later`);
+    }
 
-    open(req, socket, head, path, query, protocols).catch((err: Error) => {
+    open(req, socket, head, path, query, protocols, caller, hold(keyName)).catch((err: Error) => {
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
       refuse(socket, 500, 'internal_error', 'the proxy failed to open the stream');
     });

@@ -176,7 +176,8 @@ function loadWith(settings: Record<string, string>, dotenvPath?: string) {
   for (const [name, value] of Object.entries(settings)) {
     if (name.endsWith('_FILE')) {
       const file = join(dir, name);
-      writeFileSync(file, 'placeholder\n');
+      // Long enough to pass as an inbound key too (at least 16 characters).
+      writeFileSync(file, 'placeholder-0123456789abcdef\n');
       local[name] = file;
     } else {
       local[name] = value;
