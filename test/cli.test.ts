@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SETTINGS } from '../src/config.js';
 import { fakeEnv, SECRET, startFake } from './helpers/pair.js';
+import { closedPort } from './helpers/ports.js';
 import { baseEnv, CLI } from './helpers/proxy-process.js';
 
 /** Runs the binary to completion in `cwd` (a fresh folder by default); output split by stream. */
@@ -19,14 +20,6 @@ async function run(args: string[], env: Record<string, string>, cwd = mkdtempSyn
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const [code] = (await once(child, 'close')) as [number | null];
   return { code, stdout, stderr, output: stdout + stderr };
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 t.test('--help lists every setting with its variable, flag and default; --version', async (t) => {

@@ -5,9 +5,9 @@
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { spawnProxy } from '../helpers/proxy-process.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const INSTALL_TIMEOUT_MS = 180_000;
@@ -93,37 +93,9 @@ t.test('the production install of the image runs the daemon', async (t) => {
   const version = await run(process.execPath, [...entrypoint.slice(1), '--version'], { cwd: dir, env, timeoutMs: 30_000 });
   t.equal(version.output.trim(), PKG.version, '--version reads package.json where the image puts it');
 
-  child = spawn(process.execPath, entrypoint.slice(1), { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-  let output = '';
-  const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" log line within 20 s:\n${output}`)), 20_000);
-    let pending = '';
-    const onData = (chunk: Buffer) => {
-      output += chunk;
-      pending += chunk;
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) !== -1) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        try {
-          const log = JSON.parse(line) as { msg?: string; url?: unknown };
-          if (log.msg?.startsWith('listening') && typeof log.url === 'string') {
-            clearTimeout(timer);
-            resolveUrl(log.url);
-          }
-        } catch {
-          // not a JSON log line (a warning on stderr)
-        }
-      }
-    };
-    child!.stdout!.on('data', onData);
-    child!.stderr!.on('data', onData);
-    void exited.then(([code]) => {
-      clearTimeout(timer);
-      reject(new Error(`the daemon exited with ${code} before listening:\n${output}`));
-    });
-  });
+  const proxy = await spawnProxy(env, { cwd: dir, entry: entrypoint.slice(1), bareEnv: true });
+  child = proxy.child;
+  const { url } = proxy;
 
   const health = await fetch(`${url}/healthz`);
   t.equal(health.status, 200, 'GET /healthz answers 200');
@@ -131,8 +103,8 @@ t.test('the production install of the image runs the daemon', async (t) => {
 
   child.kill('SIGTERM');
   const timeout = setTimeout(() => child!.kill('SIGKILL'), 20_000);
-  const [code, signal] = await exited;
+  const { code, signal } = await proxy.exited;
   clearTimeout(timeout);
   t.same({ code, signal }, { code: 0, signal: null }, 'SIGTERM: it drains and exits 0');
-  t.notMatch(output, /Cannot find (module|package)|ERR_MODULE_NOT_FOUND/, 'no module was missing');
+  t.notMatch(proxy.output(), /Cannot find (module|package)|ERR_MODULE_NOT_FOUND/, 'no module was missing');
 });

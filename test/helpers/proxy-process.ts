@@ -48,7 +48,11 @@ export function baseEnv(): Record<string, string> {
 }
 
 export interface SpawnOptions {
+  /** What node runs, before `args`: the built CLI by default. */
+  entry?: string[];
   args?: string[];
+  /** Only PATH from this process (no NODE_OPTIONS or coverage hooks that could lend it modules). */
+  bareEnv?: boolean;
   /** Working directory; a fresh empty one by default so no stray `.env` is read. */
   cwd?: string;
   /** Do not wait for the "listening" line (for start-up failures). */
@@ -57,9 +61,10 @@ export interface SpawnOptions {
 
 export async function spawnProxy(env: Record<string, string>, options: SpawnOptions = {}): Promise<ProxyProcess> {
   const cwd = options.cwd ?? mkdtempSync(join(tmpdir(), 'bqp-'));
-  const child = spawn(process.execPath, [CLI, ...(options.args ?? [])], {
+  const inherited = options.bareEnv ? { PATH: process.env.PATH ?? '/usr/bin:/bin' } : baseEnv();
+  const child = spawn(process.execPath, [...(options.entry ?? [CLI]), ...(options.args ?? [])], {
     cwd,
-    env: { ...baseEnv(), HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'debug', ...env },
+    env: { ...inherited, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'debug', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

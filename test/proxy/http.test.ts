@@ -1,12 +1,12 @@
 // HTTP forwarding end to end: a real proxy process between a real client and the fake Bitquery.
 import t from 'tap';
-import { createServer } from 'node:net';
 import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, Agent } from 'undici';
 import { startFake, startPair, startProxy } from '../helpers/pair.js';
+import { closedPort } from '../helpers/ports.js';
 import { waitFor } from '../helpers/proxy-process.js';
 
 const QUERY = JSON.stringify({ query: '{ EVM { Blocks { Block { Number } } } }', variables: { limit: 1 }, operationName: null });
@@ -276,14 +276,6 @@ t.test('HTTP Basic client authentication is an option', async (t) => {
   t.equal(fake.tokenRequests[0]!.form.client_secret, undefined, 'no secret in the form');
   t.match(fake.tokenRequests[0]!.headers.authorization, /^Basic /);
 });
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 t.test('upstream unreachable: 502 JSON, fast', async (t) => {
   const port = await closedPort();
