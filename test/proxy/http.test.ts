@@ -214,7 +214,8 @@ t.test('the token is renewed ahead of expiry and an expired token is never sent'
   await waitFor(() => fake.tokenRequests.length >= 3, 8000, 'two renewals');
   const [first, second] = fake.tokenRequests;
   const gap = second!.at - first!.at;
-  t.ok(gap >= 1300 && gap <= 1700, `renewed after ${gap} ms of a 2000 ms lifetime`);
+  // Due after 70-80% of the lifetime; it must come before the last 5%, when the token stops being sent.
+  t.ok(gap >= 1300 && gap < 1900, `renewed after ${gap} ms of a 2000 ms lifetime`);
   for (let i = 0; i < 20; i += 1) t.equal((await post(`${proxy.url}/graphql`)).status, 200);
   t.ok(fake.graphqlRequests.every((r) => r.authorized), 'every forwarded token was valid');
 });
@@ -403,7 +404,7 @@ t.test('SIGTERM: in-flight requests finish, idle keep-alive clients do not hold 
   t.equal(res.text, '{"data":{"slow":true}}');
   const { code } = await proxy.exited;
   t.equal(code, 0);
-  t.ok(Date.now() - stopped < 3000, `exited ${Date.now() - stopped} ms after SIGTERM, not after the keep-alive timeout`);
+  t.ok(Date.now() - stopped < 5000, `exited ${Date.now() - stopped} ms after SIGTERM, not after the 72 s keep-alive timeout`);
   await agent.close();
 });
 
