@@ -79,7 +79,7 @@ export async function buildServer({ config, logger, tenants, resolveCaller }: Se
         ...(request.caller?.keyName && { key: request.caller.keyName }),
         ...(request.caller && tenants.size > 1 && { credentials: request.caller.tenant.name }),
         status: reply.statusCode,
-        ...(outcome && outcome),
+        ...outcome?.fields(),
         ms: Math.round(reply.elapsedTime * 100) / 100,
       },
       'request',

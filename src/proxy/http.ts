@@ -18,13 +18,28 @@ export interface HttpProxyOptions {
 }
 
 /** What happened upstream, for the access log line. */
-export interface ProxyOutcome {
-  attempts: number;
+export class ProxyOutcome {
+  attempts = 0;
   operation?: string;
-  bytesIn: number;
-  bytesOut: number;
   upstreamStatus?: number;
   upstreamMs?: number;
+  private readonly bytesBefore: number;
+
+  constructor(
+    private readonly socket: { bytesWritten: number },
+    readonly bytesIn: number,
+  ) {
+    this.bytesBefore = socket.bytesWritten;
+  }
+
+  /**
+   * The fields of the access line. Bytes out are read off the client socket once the response
+   * is done (headers included), so the streamed body is never tapped on its way through.
+   */
+  fields() {
+    const { attempts, operation, upstreamStatus, upstreamMs, bytesIn } = this;
+    return { operation, upstreamStatus, attempts, upstreamMs, bytesIn, bytesOut: this.socket.bytesWritten - this.bytesBefore };
+  }
 }
 
 declare module 'fastify' {
@@ -100,7 +115,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
     const { tenant, keyName } = request.caller!;
     const body = request.body as Buffer | undefined;
-    const outcome: ProxyOutcome = { attempts: 0, bytesIn: body?.length ?? 0, bytesOut: 0 };
+    const outcome = new ProxyOutcome(request.raw.socket, body?.length ?? 0);
     request.proxyOutcome = outcome;
     const q = request.url.indexOf('?');
     const search = q === -1 ? '' : request.url.slice(q + 1);
@@ -152,7 +167,6 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
         const firstBody = await readCapped(first.body, MAX_401_BODY);
         const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs);
         if (fresh === undefined) {
-          outcome.bytesOut = firstBody.length;
           return reply.code(401).headers(clientResponseHeaders(first.headers)).removeHeader('content-length').send(firstBody);
         }
         res = await send(fresh);
@@ -170,7 +184,6 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       limitHits.set(counter, count);
       request.log.warn({ key: keyName, upstreamStatus: res.statusCode, count }, `upstream answered ${res.statusCode}: ${meaning}; passed to the client unchanged`);
     }
-    res.body.on('data', (chunk: Buffer) => (outcome.bytesOut += chunk.length));
     return reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
   }
 
