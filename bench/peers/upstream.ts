@@ -1,0 +1,66 @@
+// The benchmark's stand-in for Bitquery: a plain node:http server on loopback that answers
+// POST /graphql with one fixed JSON body (keep-alive). It runs in its own process (forked by
+// bench/http.ts) so it does not share an event loop with the load generator.
+//
+// A request without `authorization: Bearer <token>` gets 401, so a proxy that fails to inject
+// the token shows up as non-2xx responses in the benchmark instead of as a fast wrong answer.
+//
+// Usage (normally forked by bench/http.ts, which passes these through argv):
+//   node --import tsx bench/peers/upstream.ts <token>
+// Reports {"url": "http://127.0.0.1:<port>"} over the IPC channel (or stdout without one).
+import { createServer } from 'node:http';
+
+const token = process.argv[2] ?? 'bench-token';
+const expected = `Bearer ${token}`;
+
+/** About 200 bytes: the size of a small real GraphQL answer. */
+const RESPONSE_BODY = Buffer.from(
+  JSON.stringify({
+    data: {
+      EVM: {
+        Blocks: [
+          {
+            Block: {
+              Number: '21000000',
+              Time: '2024-10-18T12:00:00Z',
+              Hash: '0x8f5bab218b6bb34476f51ca588e9f4553a3a7ce5e13a66c660a5283e97e9a85a',
+              GasUsed: '12345678',
+            },
+          },
+        ],
+      },
+    },
+  }),
+);
+const UNAUTHORIZED = Buffer.from('Unauthorized');
+
+const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+  // Read the whole body before answering, as a real server would.
+  req.on('data', () => {});
+  req.on('end', () => {
+    if (req.method !== 'POST' || req.url?.split('?')[0] !== '/graphql') {
+      res.writeHead(404, { 'content-type': 'text/plain', 'content-length': 9 }).end('not found');
+      return;
+    }
+    if (req.headers.authorization !== expected) {
+      res.writeHead(401, { 'content-type': 'text/plain', 'content-length': UNAUTHORIZED.length }).end(UNAUTHORIZED);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': RESPONSE_BODY.length }).end(RESPONSE_BODY);
+  });
+});
+server.keepAliveTimeout = 60_000;
+server.headersTimeout = 65_000;
+
+server.listen(0, '127.0.0.1', () => {
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  const message = { url: `http://127.0.0.1:${port}`, bodyBytes: RESPONSE_BODY.length };
+  if (process.send) process.send(message);
+  else process.stdout.write(`${JSON.stringify(message)}\n`);
+});
+
+// Forked by the benchmark: go away with it, even if it was killed without cleaning up.
+process.on('disconnect', () => process.exit(0));
+process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));
