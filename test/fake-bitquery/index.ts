@@ -303,6 +303,8 @@ export class FakeBitquery extends EventEmitter {
    * answer 401 anyway (a revoked / old-plan token). Requests already unauthorized don't consume it.
    */
   rejectNextTokens = 0;
+  /** Queue: each authorized WebSocket handshake shifts one and is refused with it (e.g. 429 Too Many Sessions). */
+  wsRefusals: ScriptedResponse[] = [];
   /** Every token request, in order. */
   readonly tokenRequests: RecordedTokenRequest[] = [];
   /** Every GraphQL HTTP request on /graphql or /eap, in order (including unauthorized ones). */
@@ -470,6 +472,7 @@ export class FakeBitquery extends EventEmitter {
     this.tokenFailures.length = 0;
     this.graphqlScript.length = 0;
     this.rejectNextTokens = 0;
+    this.wsRefusals = [];
   }
 
   /** Closes everything (hanging requests, delayed answers, WebSockets, subscriptions) promptly. Idempotent. */
@@ -748,12 +751,13 @@ export class FakeBitquery extends EventEmitter {
   private handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
     const url = new URL(req.url ?? '/', 'http://fake.invalid');
-    const reject = (status: number, text: string) => {
+    const reject = (status: number, text: string, headers: Record<string, string> = {}) => {
       const body = Buffer.from(text);
+      const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
       socket.once('finish', () => socket.destroy());
       socket.end(
         `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n` +
-          `Content-Type: ${TEXT}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n` +
+          `Content-Type: ${TEXT}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n${extra}\r\n` +
           text,
       );
     };
@@ -775,6 +779,8 @@ export class FakeBitquery extends EventEmitter {
     };
     this.wsHandshakes.push(info);
     if (!accepted) return reject(401, 'Unauthorized');
+    const refusal = this.wsRefusals.shift();
+    if (refusal) return reject(refusal.status, String(refusal.body ?? http.STATUS_CODES[refusal.status] ?? ''), refusal.headers);
 
     // Legacy graphql-ws is preferred; graphql-transport-ws if that's all the client offers; else none (legacy).
     const useTransport = !protocols.includes(LEGACY_PROTOCOL) && protocols.includes(TRANSPORT_PROTOCOL);

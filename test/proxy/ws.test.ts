@@ -362,6 +362,21 @@ t.test('WS_MAX_STREAMS=2, WS_MAX_BUFFERED_BYTES=1 MiB, SHUTDOWN_TIMEOUT_MS=3000'
     t.equal(fake.openSockets(), 0);
   });
 
+  await t.test('other upstream refusals keep their status, body and Retry-After; no token renewal', async (t) => {
+    const before = fake.wsHandshakes.length;
+    const tokens = fake.tokenRequests.length;
+    fake.wsRefusals.push({ status: 429, body: 'Too Many Sessions', headers: { 'Retry-After': '5' } }, { status: 403, body: 'Forbidden' });
+    const limited = await refusal(wsUrl(proxy));
+    t.equal(limited.status, 429);
+    t.equal(limited.headers['retry-after'], '5');
+    t.same(limited.body, { error: 'upstream_rejected', message: 'the upstream refused the WebSocket handshake with 429: Too Many Sessions' });
+    const forbidden = await refusal(wsUrl(proxy));
+    t.equal(forbidden.status, 403);
+    t.match(forbidden.body.message, /with 403: Forbidden/);
+    t.equal(fake.wsHandshakes.length - before, 2, 'one upstream handshake each: only a 401 is retried');
+    t.equal(fake.tokenRequests.length, tokens);
+  });
+
   await t.test('over WS_MAX_STREAMS the handshake gets 503', async (t) => {
     const a = await connect(wsUrl(proxy));
     const b = await connect(wsUrl(proxy));
