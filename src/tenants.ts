@@ -2,6 +2,7 @@
 // names to them, with per-key limits. Validated here into plain objects; the keys themselves stay
 // in PROXY_API_KEYS / PROXY_API_KEYS_FILE, so this file holds no inbound secret.
 import { readFileSync } from 'node:fs';
+import { NAME } from './auth/keys.js';
 import { ConfigError, type AuthMethod, type ClientCredentials, type StaticToken } from './config.js';
 
 export interface CredentialSet {
@@ -39,7 +40,6 @@ export interface UrlCheck {
 
 const SET_FIELDS = new Set(['clientId', 'clientSecret', 'clientSecretFile', 'token', 'tokenFile', 'tokenUrl', 'scope', 'authMethod', 'upstream']);
 const KEY_FIELDS = new Set(['credentials', 'rateLimitPerMinute', 'maxStreams']);
-const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 type Json = Record<string, unknown>;
 
@@ -66,7 +66,7 @@ function unknownFields(entry: Json, allowed: Set<string>, where: string): void {
 
 function parseSet(name: string, entry: unknown, defaults: TenantDefaults, url: UrlCheck, origin: UrlCheck): CredentialSet {
   const where = `credentials.${name}`;
-  if (!NAME.test(name)) throw new ConfigError(`PROXY_CONFIG credential set name "${name}" may hold only letters, digits, '.', '_' and '-'`);
+  if (!NAME.test(name)) throw new ConfigError(`PROXY_CONFIG credential set name "${name}" may hold only letters, digits, '.', '_' and '-' (at most 64)`);
   if (!isObject(entry)) throw new ConfigError(`PROXY_CONFIG ${where} must be an object`);
   unknownFields(entry, SET_FIELDS, where);
   const [clientId, clientSecret, clientSecretFile, token, tokenFile] = ['clientId', 'clientSecret', 'clientSecretFile', 'token', 'tokenFile'].map((f) => str(entry, f, where));

@@ -15,7 +15,8 @@ export class KeyFormatError extends Error {
 
 const digestOf = (key: string) => createHash('sha256').update(key, 'utf8').digest();
 const HEX64 = /^[0-9a-f]{64}$/i;
-const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/** Key and credential set names: they appear in logs and in PROXY_CONFIG. */
+export const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 /**
  * One entry: `key`, `name:key`, `sha256:<hex>` or `name:sha256:<hex>`. A name cannot hold `:`,

@@ -6,6 +6,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
+import { readCapped } from '../read-capped.js';
 import type { Config } from '../config.js';
 import { TokenUnavailableError } from '../token/index.js';
 import { sendError, upstreamFailure } from './errors.js';
@@ -57,20 +58,6 @@ const LIMIT_MEANING: Record<number, string> = {
   402: 'Bitquery points exhausted or no active billing period',
   429: 'Bitquery rate, session or stream limit reached (Too Many Sessions)',
 };
-
-async function readCapped(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    if (size + (chunk as Buffer).length > limit) {
-      body.destroy();
-      break;
-    }
-    size += (chunk as Buffer).length;
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
 
 /** The per-minute limit for a caller: its key's own, else RATE_LIMIT_PER_MINUTE; 0 = none. */
 function limitOf(config: Config, request: FastifyRequest): number {

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { request, type Dispatcher } from 'undici';
 import type { ClientCredentials } from '../config.js';
+import { readCapped } from '../read-capped.js';
 import { TokenRequestError, type Token } from './types.js';
 import { watchFile } from './watch-file.js';
 
@@ -66,26 +67,12 @@ export class ClientCredentialsSource {
         signal: AbortSignal.timeout(this.options.timeoutMs),
       });
       status = res.statusCode;
-      text = await readCapped(res.body);
+      text = (await readCapped(res.body, MAX_RESPONSE_BYTES)).toString('utf8');
     } catch (err) {
       throw new TokenRequestError(`token endpoint unreachable: ${describeNetworkError(err, this.options.timeoutMs)}`);
     }
     return parseTokenResponse(status, text, obtainedAt);
   }
-}
-
-async function readCapped(body: Dispatcher.ResponseData['body']): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_RESPONSE_BYTES) {
-      body.destroy();
-      break;
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 export function describeNetworkError(err: unknown, timeoutMs: number): string {
