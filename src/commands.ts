@@ -12,7 +12,7 @@ export class CommandError extends Error {
 }
 
 /** The credential set the one-shot commands use: the default one, else the first. */
-export function commandSet(config: Config): CredentialSet {
+function commandSet(config: Config): CredentialSet {
   return config.sets.find((s) => s.name === config.defaultSet) ?? config.sets[0]!;
 }
 

@@ -171,7 +171,7 @@ export function readSecretFile(file: string, variable: string): string {
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
-export function isLoopbackHost(hostname: string): boolean {
+function isLoopbackHost(hostname: string): boolean {
   return LOOPBACK.has(hostname) || hostname === '::1' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 

@@ -97,7 +97,7 @@ function oauthError(text: string): string {
   return 'no OAuth error in the body';
 }
 
-export function parseTokenResponse(status: number, text: string, obtainedAt: number): Token {
+function parseTokenResponse(status: number, text: string, obtainedAt: number): Token {
   if (status === 400 || status === 401 || status === 403) {
     throw new TokenRequestError(`token endpoint rejected the credentials (HTTP ${status}, ${oauthError(text)})`, true);
   }
