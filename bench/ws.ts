@@ -14,7 +14,7 @@
 // a buffer fills: the proxy reads its upstream at full speed and drops a client that falls more
 // than WS_MAX_BUFFERED_BYTES behind with 1013, as Bitquery does.)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -249,8 +249,11 @@ async function bench(): Promise<void> {
 
     // Proxy
     const proxyPort = await freePort();
+    // An empty working directory, so no stray .env is read; removed when the bench ends.
+    const proxyCwd = mkdtempSync(join(tmpdir(), 'bqp-bench-'));
+    process.once('exit', () => rmSync(proxyCwd, { recursive: true, force: true }));
     const proxy = spawn(process.execPath, [resolve(args['proxy-entry'])], {
-      cwd: mkdtempSync(join(tmpdir(), 'bqp-bench-')),
+      cwd: proxyCwd,
       env: {
         PATH: process.env.PATH,
         BITQUERY_TOKEN: TOKEN,
