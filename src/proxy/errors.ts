@@ -1,4 +1,5 @@
 // Every error the proxy itself answers has one JSON shape: {"error": code, "message": text}.
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyReply } from 'fastify';
 
 export type ErrorCode =
@@ -18,6 +19,14 @@ export type ErrorCode =
 
 export function sendError(reply: FastifyReply, status: number, error: ErrorCode, message: string): FastifyReply {
   return reply.code(status).header('content-type', 'application/json; charset=utf-8').send({ error, message });
+}
+
+/** The same error on a response Fastify no longer manages (a hijacked reply), with `headers` kept. */
+export function writeError(res: ServerResponse, headers: OutgoingHttpHeaders, status: number, error: ErrorCode, message: string): void {
+  const body = JSON.stringify({ error, message });
+  res
+    .writeHead(status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) })
+    .end(body);
 }
 
 /** Maps an undici failure to the status a client should see: 504 for timeouts, else 502. */

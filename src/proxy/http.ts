@@ -1,17 +1,19 @@
 // HTTP forwarding with the token injected and one retry on 401. The body is buffered (bounded
-// by BODY_LIMIT) because a streamed body cannot be sent twice; the response streams through.
+// by BODY_LIMIT) because a streamed body cannot be sent twice; the response streams through
+// (relay.ts).
 // Before anything goes upstream the caller is resolved (key, origin, credential set) and, when
 // limits are set, rate-limited.
+import type { OutgoingHttpHeaders } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
-import { readCapped } from '../read-capped.js';
 import type { Config } from '../config.js';
 import { TokenUnavailableError } from '../token/index.js';
-import { sendError, upstreamFailure } from './errors.js';
-import { clientResponseHeaders, upstreamRequestHeaders, withoutTokenParam } from './headers.js';
+import { sendError, upstreamFailure, writeError } from './errors.js';
+import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
+import { ClientLink, relay } from './relay.js';
 
 export interface HttpProxyOptions {
   config: Config;
@@ -99,7 +101,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     });
   }
 
-  async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
+  async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
     const { tenant, keyName } = request.caller!;
     const body = request.body as Buffer | undefined;
     const outcome = new ProxyOutcome(request.raw.socket, body?.length ?? 0);
@@ -119,59 +121,62 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     const target = path + withoutTokenParam(search);
     const headers = upstreamRequestHeaders(request.headers);
 
-    // The upstream's work is wasted once the client has gone: abort it.
-    const abort = new AbortController();
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) abort.abort();
-    });
-
-    const send = (bearer: string) => {
+    // From here the answer is written by hand, straight from undici's callbacks.
+    reply.hijack();
+    const client = new ClientLink(reply.raw);
+    const baseHeaders = reply.getHeaders() as OutgoingHttpHeaders;
+    const send = (bearer: string, hold?: number) => {
       outcome.attempts += 1;
       const started = performance.now();
-      return tenant.upstream
-        .request({
+      return relay({
+        upstream: tenant.upstream,
+        request: {
           path: target,
           method: request.method as Dispatcher.HttpMethod,
           headers: { ...headers, authorization: `Bearer ${bearer}` },
           body,
-          signal: abort.signal,
           headersTimeout: config.upstreamTimeoutMs,
           bodyTimeout: config.upstreamTimeoutMs,
-        })
-        .then((res) => {
-          outcome.upstreamStatus = res.statusCode;
+        },
+        client,
+        baseHeaders,
+        hold,
+        holdLimit: MAX_401_BODY,
+        onStatus: (status) => {
+          outcome.upstreamStatus = status;
           outcome.upstreamMs = Math.round((performance.now() - started) * 100) / 100;
-          return res;
-        });
+        },
+      });
     };
 
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await send(token);
-      if (res.statusCode === 401) {
-        // Keep the 401 so it can be passed back if no other token is to be had.
-        const first = res;
-        const firstBody = await readCapped(first.body, MAX_401_BODY);
-        const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs);
-        if (fresh === undefined) {
-          return reply.code(401).headers(clientResponseHeaders(first.headers)).removeHeader('content-length').send(firstBody);
-        }
-        res = await send(fresh);
+    let result = await send(token, 401);
+    if (result.kind === 'held') {
+      // The 401 is kept so it can be passed back if no other token is to be had.
+      const first = result;
+      const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs);
+      if (fresh === undefined || client.gone) {
+        const { 'content-length': _length, ...firstHeaders } = first.headers;
+        reply.raw.writeHead(401, { ...baseHeaders, ...firstHeaders, 'content-length': first.body.length }).end(first.body);
+        return;
       }
-    } catch (err) {
-      if (abort.signal.aborted) return reply;
-      const failure = upstreamFailure(err);
-      request.log.warn({ upstreamError: failure.message }, 'upstream request failed');
-      return sendError(reply, failure.status, failure.error, failure.message);
+      result = await send(fresh);
     }
-    const meaning = LIMIT_MEANING[res.statusCode];
+    if (result.kind === 'failed') {
+      if (client.gone) return;
+      const failure = upstreamFailure(result.error);
+      request.log.warn({ upstreamError: failure.message }, 'upstream request failed');
+      // Part of the answer is out: all the client can be told is that the rest will not come.
+      if (result.headersSent) reply.raw.destroy();
+      else writeError(reply.raw, baseHeaders, failure.status, failure.error, failure.message);
+      return;
+    }
+    const meaning = LIMIT_MEANING[result.status];
     if (meaning) {
-      const counter = `${keyName ?? ''} ${res.statusCode}`;
+      const counter = `${keyName ?? ''} ${result.status}`;
       const count = (limitHits.get(counter) ?? 0) + 1;
       limitHits.set(counter, count);
-      request.log.warn({ key: keyName, upstreamStatus: res.statusCode, count }, `upstream answered ${res.statusCode}: ${meaning}; passed to the client unchanged`);
+      request.log.warn({ key: keyName, upstreamStatus: result.status, count }, `upstream answered ${result.status}: ${meaning}; passed to the client unchanged`);
     }
-    return reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
   }
 
   for (const path of config.paths) {

@@ -191,6 +191,25 @@ t.test('never more than two attempts: a second 401 is returned to the client as 
   t.equal(fake.graphqlRequests.length - before, 2);
 });
 
+t.test('a 401 with a large body is kept only up to 64 KiB: the retry still comes, and without a fresh token the kept part is passed back', async (t) => {
+  const big = Buffer.alloc(300 * 1024, 'u');
+  const { fake, proxy } = await startPair(t);
+  fake.graphqlScript.push({ status: 401, body: big });
+  const retried = await post(`${proxy.url}/graphql`);
+  t.equal(retried.status, 200, 'renewed and re-sent although the 401 body was not read whole');
+  t.equal(JSON.parse(retried.text).data.echo.query, JSON.parse(QUERY).query);
+
+  // Static mode: no other token to be had, so the 401 goes back, cut to what was kept.
+  const token = fake.issueToken();
+  const staticProxy = await startProxy(t, fake, { BITQUERY_TOKEN: token, BITQUERY_UPSTREAM: fake.url });
+  fake.graphqlScript.push({ status: 401, body: big });
+  const passed = await post(`${staticProxy.url}/graphql`);
+  t.equal(passed.status, 401);
+  t.ok(passed.text.length > 0 && passed.text.length <= 64 * 1024, `kept ${passed.text.length} bytes`);
+  t.equal(passed.text, 'u'.repeat(passed.text.length), 'the start of the upstream body');
+  t.equal(Number(passed.headers['content-length']), passed.text.length);
+});
+
 t.test('forty concurrent requests that all hit 401 cause exactly one token request', async (t) => {
   const { fake, proxy } = await startPair(t);
   await post(`${proxy.url}/graphql`);
