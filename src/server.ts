@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from 'pino';
 import { originAllowed, type ResolveCaller, type Tenant } from './auth/caller.js';
 import type { Config } from './config.js';
+import { accessLogger } from './log.js';
 import { sendError } from './proxy/errors.js';
 import { httpProxy } from './proxy/http.js';
 import type { Readiness } from './token/index.js';
@@ -69,12 +70,14 @@ export async function buildServer({ config, logger, tenants, resolveCaller }: Se
     return sendError(reply, 500, 'internal_error', 'the proxy failed to handle the request');
   });
 
+  const access = accessLogger(logger);
   app.addHook('onResponse', (request, reply, done) => {
     const outcome = request.proxyOutcome;
     // Probes arrive every few seconds: their lines would drown the traffic at info.
     const level = outcome || !PROBES.has(request.url) ? 'info' : 'debug';
-    request.log[level](
+    access[level](
       {
+        reqId: request.id,
         req: request,
         ...(request.caller?.keyName && { key: request.caller.keyName }),
         ...(request.caller && tenants.size > 1 && { credentials: request.caller.tenant.name }),
