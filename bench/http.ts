@@ -5,8 +5,9 @@
 //   node --import tsx bench/http.ts --help     # options
 //
 // Processes: this one (autocannon, the load generator), the upstream (bench/peers/upstream.ts),
-// the proxy (`node dist/cli.js`, static-token mode, exactly as users start it) and the peer
-// (bench/peers/fastify-http-proxy.ts). Each target is loaded in turn, never two at once.
+// the proxy (`node dist/cli.js`, static-token mode, exactly as users start it), the peer
+// (bench/peers/fastify-http-proxy.ts) and the bare ceiling (bench/peers/bare-node.ts). Each target
+// is loaded in turn, never two at once.
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { EventEmitter } from 'node:events';
@@ -19,7 +20,7 @@ import { parseArgs } from 'node:util';
 const ROOT = resolve(import.meta.dirname, '..');
 const TOKEN = 'bench-token';
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const TARGETS = ['direct', 'proxy', 'peer'] as const;
+const TARGETS = ['direct', 'proxy', 'peer', 'bare'] as const;
 type Target = (typeof TARGETS)[number];
 
 /** The issue's targets. */
@@ -37,15 +38,16 @@ const REQUEST_BODY = JSON.stringify({
 
 const HELP = `Usage: node --import tsx bench/http.ts [options]   (or: npm run bench -- [options])
 
-Loads the direct upstream, the proxy (node dist/cli.js) and a minimal @fastify/http-proxy peer
-in turn with autocannon: POST /graphql, ~150-byte JSON body, keep-alive.
+Loads the direct upstream, the proxy (node dist/cli.js), a minimal @fastify/http-proxy peer and
+a bare node:http + undici proxy (the ceiling for any Node proxy) in turn with autocannon:
+POST /graphql, ~150-byte JSON body, keep-alive.
 
   --duration S          seconds of each measured run (default 10)
   --warmup S            seconds of discarded warm-up at full load before each target (default 2)
   --latency-duration S  seconds of the 1-connection run (default: --duration)
   --connections N       connections of the throughput run (default 64)
   --rounds N            repeat the whole sequence N times; the table shows medians (default 1)
-  --targets LIST        comma-separated subset of direct,proxy,peer (default all)
+  --targets LIST        comma-separated subset of direct,proxy,peer,bare (default all)
   --log-level LEVEL     the proxy's LOG_LEVEL (default info, the production default)
   --proxy-entry FILE    the proxy's cli.js (default dist/cli.js), e.g. a patched copy
   --proxy-node-arg ARG  extra node flag for the proxy, repeatable (e.g. --proxy-node-arg=--cpu-prof)
@@ -342,7 +344,7 @@ interface Run {
   p50: number;
   p99: number;
   seconds: number;
-  /** CPU seconds used during the run by: this process, the middle process (proxy or peer), the upstream. */
+  /** CPU seconds used during the run by: this process, the middle process (proxy, peer or bare), the upstream. */
   cpu: { loadgen: number; middle?: number; upstream?: number; /** all processes on the machine */ system?: number };
 }
 
@@ -426,6 +428,7 @@ const LABEL: Record<Target, string> = {
   direct: 'direct upstream',
   proxy: `bitquery-proxy (LOG_LEVEL=${opts.logLevel})`,
   peer: '@fastify/http-proxy peer',
+  bare: 'bare node:http + undici (the ceiling)',
 };
 
 function report(results: Map<Target, TargetResult[]>): string {
@@ -479,12 +482,14 @@ function report(results: Map<Target, TargetResult[]>): string {
     const verdict = added <= GOAL_ADDED_LATENCY_MS ? 'PASS' : 'MISS';
     lines.push(`- proxy added mean latency over direct at 1 connection: **${fmt(added, 3)} ms** (target ≤ ${GOAL_ADDED_LATENCY_MS} ms): **${verdict}**`);
   }
+  const bare = summary.get('bare');
+  if (bare && peer) lines.push(`- (bare ceiling/peer throughput: ${fmt(bare.rps! / peer.rps!, 2)}×: what a Node proxy with no features at all reaches here)`);
   if (peer && direct) lines.push(`- (peer added mean latency over direct at 1 connection: ${fmt(peer.mean1! - direct.mean1!, 3)} ms)`);
   lines.push('');
 
   lines.push(`CPU use during the ${opts.connections}-connection run (100% = one core; ${availableParallelism()} cores shared by all processes):`);
   lines.push('');
-  lines.push('| target | load generator | proxy/peer | upstream | everything else (kernel, other processes) |');
+  lines.push('| target | load generator | proxy under test | upstream | everything else (kernel, other processes) |');
   lines.push('|---|---:|---:|---:|---:|');
   for (const [target, s] of summary) {
     lines.push(`| ${LABEL[target]} | ${fmt(s.loadgenPct!, 0)}% | ${target === 'direct' ? '—' : `${fmt(s.middlePct!, 0)}%`} | ${fmt(s.upstreamPct!, 0)}% | ${fmt(s.otherPct!, 0)}% |`);
@@ -515,16 +520,18 @@ function report(results: Map<Target, TargetResult[]>): string {
 // Main
 
 async function main(): Promise<void> {
-  process.stderr.write(`bench: starting the upstream${opts.targets.includes('proxy') ? ', the proxy' : ''}${opts.targets.includes('peer') ? ' and the peer' : ''}\n`);
+  process.stderr.write(`bench: starting the upstream and ${opts.targets.filter((t) => t !== 'direct').join(', ') || 'nothing else'}\n`);
   const upstream = await forkPeer('upstream.ts', [TOKEN]);
   const proxy = opts.targets.includes('proxy') ? await startProxy(upstream.url) : undefined;
   const peer = opts.targets.includes('peer') ? await forkPeer('fastify-http-proxy.ts', [upstream.url, TOKEN]) : undefined;
+  const bare = opts.targets.includes('bare') ? await forkPeer('bare-node.ts', [upstream.url, TOKEN]) : undefined;
 
   const setup: Record<Target, { url: string; headers: Record<string, string>; middle?: number } | undefined> = {
     // The direct run sends the token itself; through the proxies the client sends none.
     direct: { url: `${upstream.url}/graphql`, headers: { authorization: `Bearer ${TOKEN}` } },
     proxy: proxy && { url: `${proxy.url}/graphql`, headers: {}, middle: proxy.child.pid },
     peer: peer && { url: `${peer.url}/graphql`, headers: {}, middle: peer.child.pid },
+    bare: bare && { url: `${bare.url}/graphql`, headers: {}, middle: bare.child.pid },
   };
 
   const expected = await preflight(setup.direct!.url, setup.direct!.headers, undefined);

@@ -7,6 +7,7 @@
 // Reports {"url": "http://127.0.0.1:<port>"} over the IPC channel (or stdout without one).
 import Fastify from 'fastify';
 import proxy from '@fastify/http-proxy';
+import { announce } from './announce.js';
 
 const upstream = process.argv[2];
 const token = process.argv[3] ?? 'bench-token';
@@ -25,13 +26,4 @@ await app.register(proxy, {
   },
 });
 await app.listen({ host: '127.0.0.1', port: 0 });
-
-const address = app.server.address();
-const port = typeof address === 'object' && address ? address.port : 0;
-const message = { url: `http://127.0.0.1:${port}` };
-if (process.send) process.send(message);
-else process.stdout.write(`${JSON.stringify(message)}\n`);
-
-process.on('disconnect', () => process.exit(0));
-process.on('SIGTERM', () => process.exit(0));
-process.on('SIGINT', () => process.exit(0));
+announce(app.server.address());

@@ -9,6 +9,7 @@
 //   node --import tsx bench/peers/upstream.ts <token>
 // Reports {"url": "http://127.0.0.1:<port>"} over the IPC channel (or stdout without one).
 import { createServer } from 'node:http';
+import { announce } from './announce.js';
 
 const token = process.argv[2] ?? 'bench-token';
 const expected = `Bearer ${token}`;
@@ -52,15 +53,4 @@ const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (re
 server.keepAliveTimeout = 60_000;
 server.headersTimeout = 65_000;
 
-server.listen(0, '127.0.0.1', () => {
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  const message = { url: `http://127.0.0.1:${port}`, bodyBytes: RESPONSE_BODY.length };
-  if (process.send) process.send(message);
-  else process.stdout.write(`${JSON.stringify(message)}\n`);
-});
-
-// Forked by the benchmark: go away with it, even if it was killed without cleaning up.
-process.on('disconnect', () => process.exit(0));
-process.on('SIGTERM', () => process.exit(0));
-process.on('SIGINT', () => process.exit(0));
+server.listen(0, '127.0.0.1', () => announce(server.address(), { bodyBytes: RESPONSE_BODY.length }));
