@@ -6,8 +6,9 @@
 //
 // Processes: this one (autocannon, the load generator), the upstream (bench/peers/upstream.ts),
 // the proxy (`node dist/cli.js`, static-token mode, exactly as users start it), the peer
-// (bench/peers/fastify-http-proxy.ts) and the bare ceiling (bench/peers/bare-node.ts). Each target
-// is loaded in turn, never two at once.
+// (bench/peers/fastify-http-proxy.ts), and two floors: a featureless proxy in one Fastify route
+// (bench/peers/fastify-floor.ts) and without Fastify (bench/peers/bare-node.ts). Each target is
+// loaded in turn, never two at once.
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { EventEmitter } from 'node:events';
@@ -20,7 +21,7 @@ import { parseArgs } from 'node:util';
 const ROOT = resolve(import.meta.dirname, '..');
 const TOKEN = 'bench-token';
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const TARGETS = ['direct', 'proxy', 'peer', 'bare'] as const;
+const TARGETS = ['direct', 'proxy', 'peer', 'floor', 'bare'] as const;
 type Target = (typeof TARGETS)[number];
 
 /** The issue's targets. */
@@ -38,16 +39,16 @@ const REQUEST_BODY = JSON.stringify({
 
 const HELP = `Usage: node --import tsx bench/http.ts [options]   (or: npm run bench -- [options])
 
-Loads the direct upstream, the proxy (node dist/cli.js), a minimal @fastify/http-proxy peer and
-a bare node:http + undici proxy (the ceiling for any Node proxy) in turn with autocannon:
-POST /graphql, ~150-byte JSON body, keep-alive.
+Loads the direct upstream, the proxy (node dist/cli.js), a minimal @fastify/http-proxy peer,
+and two featureless floors (one Fastify route; bare node:http) that forward with undici's
+dispatch(), in turn with autocannon: POST /graphql, ~150-byte JSON body, keep-alive.
 
   --duration S          seconds of each measured run (default 10)
   --warmup S            seconds of discarded warm-up at full load before each target (default 2)
   --latency-duration S  seconds of the 1-connection run (default: --duration)
   --connections N       connections of the throughput run (default 64)
   --rounds N            repeat the whole sequence N times; the table shows medians (default 1)
-  --targets LIST        comma-separated subset of direct,proxy,peer,bare (default all)
+  --targets LIST        comma-separated subset of direct,proxy,peer,floor,bare (default all)
   --log-level LEVEL     the proxy's LOG_LEVEL (default info, the production default)
   --proxy-entry FILE    the proxy's cli.js (default dist/cli.js), e.g. a patched copy
   --proxy-node-arg ARG  extra node flag for the proxy, repeatable (e.g. --proxy-node-arg=--cpu-prof)
@@ -344,7 +345,7 @@ interface Run {
   p50: number;
   p99: number;
   seconds: number;
-  /** CPU seconds used during the run by: this process, the middle process (proxy, peer or bare), the upstream. */
+  /** CPU seconds used during the run by: this process, the middle process (the proxy under test), the upstream. */
   cpu: { loadgen: number; middle?: number; upstream?: number; /** all processes on the machine */ system?: number };
 }
 
@@ -428,7 +429,8 @@ const LABEL: Record<Target, string> = {
   direct: 'direct upstream',
   proxy: `bitquery-proxy (LOG_LEVEL=${opts.logLevel})`,
   peer: '@fastify/http-proxy peer',
-  bare: 'bare node:http + undici (the ceiling)',
+  floor: 'floor: one Fastify route + undici, no features',
+  bare: 'floor: node:http + undici, no features',
 };
 
 function report(results: Map<Target, TargetResult[]>): string {
@@ -482,8 +484,10 @@ function report(results: Map<Target, TargetResult[]>): string {
     const verdict = added <= GOAL_ADDED_LATENCY_MS ? 'PASS' : 'MISS';
     lines.push(`- proxy added mean latency over direct at 1 connection: **${fmt(added, 3)} ms** (target ≤ ${GOAL_ADDED_LATENCY_MS} ms): **${verdict}**`);
   }
-  const bare = summary.get('bare');
-  if (bare && peer) lines.push(`- (bare ceiling/peer throughput: ${fmt(bare.rps! / peer.rps!, 2)}×: what a Node proxy with no features at all reaches here)`);
+  for (const [target, what] of [['floor', 'a Fastify proxy with no features'], ['bare', 'a Node proxy with no features and no framework']] as const) {
+    const floor = summary.get(target);
+    if (floor && peer) lines.push(`- (${target}/peer throughput: ${fmt(floor.rps! / peer.rps!, 2)}×: what ${what} reaches here)`);
+  }
   if (peer && direct) lines.push(`- (peer added mean latency over direct at 1 connection: ${fmt(peer.mean1! - direct.mean1!, 3)} ms)`);
   lines.push('');
 
@@ -524,6 +528,7 @@ async function main(): Promise<void> {
   const upstream = await forkPeer('upstream.ts', [TOKEN]);
   const proxy = opts.targets.includes('proxy') ? await startProxy(upstream.url) : undefined;
   const peer = opts.targets.includes('peer') ? await forkPeer('fastify-http-proxy.ts', [upstream.url, TOKEN]) : undefined;
+  const floor = opts.targets.includes('floor') ? await forkPeer('fastify-floor.ts', [upstream.url, TOKEN]) : undefined;
   const bare = opts.targets.includes('bare') ? await forkPeer('bare-node.ts', [upstream.url, TOKEN]) : undefined;
 
   const setup: Record<Target, { url: string; headers: Record<string, string>; middle?: number } | undefined> = {
@@ -531,6 +536,7 @@ async function main(): Promise<void> {
     direct: { url: `${upstream.url}/graphql`, headers: { authorization: `Bearer ${TOKEN}` } },
     proxy: proxy && { url: `${proxy.url}/graphql`, headers: {}, middle: proxy.child.pid },
     peer: peer && { url: `${peer.url}/graphql`, headers: {}, middle: peer.child.pid },
+    floor: floor && { url: `${floor.url}/graphql`, headers: {}, middle: floor.child.pid },
     bare: bare && { url: `${bare.url}/graphql`, headers: {}, middle: bare.child.pid },
   };
 

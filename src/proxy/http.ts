@@ -154,9 +154,9 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       // The 401 is kept so it can be passed back if no other token is to be had.
       const first = result;
       const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs);
-      if (fresh === undefined || client.gone) {
-        const { 'content-length': _length, ...firstHeaders } = first.headers;
-        reply.raw.writeHead(401, { ...baseHeaders, ...firstHeaders, 'content-length': first.body.length }).end(first.body);
+      if (client.gone) return;
+      if (fresh === undefined) {
+        reply.raw.writeHead(401, { ...baseHeaders, ...first.headers, 'content-length': first.body.length }).end(first.body);
         return;
       }
       result = await send(fresh);

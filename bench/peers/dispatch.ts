@@ -1,0 +1,37 @@
+// The least a token-injecting forward can do, shared by the two floor peers (bare-node.ts and
+// fastify-floor.ts): a fixed Authorization header, the buffered body, and undici's dispatch()
+// callbacks written straight into the client response. No error handling worth the name.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+
+export function forward(pool: Dispatcher, authorization: string, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+  pool.dispatch(
+    {
+      path: req.url ?? '/',
+      method: req.method as Dispatcher.HttpMethod,
+      headers: { 'content-type': req.headers['content-type'] ?? 'application/json', authorization },
+      body,
+    },
+    {
+      // undici takes a handler for its new API only when it has this method.
+      onRequestStart() {},
+      onResponseStart(_controller, status, headers) {
+        const { connection: _c, 'keep-alive': _k, 'transfer-encoding': _t, ...rest } = headers;
+        res.writeHead(status, rest as Record<string, string | string[]>);
+      },
+      onResponseData(controller, chunk) {
+        if (!res.write(chunk)) {
+          controller.pause();
+          res.once('drain', () => controller.resume());
+        }
+      },
+      onResponseEnd() {
+        res.end();
+      },
+      onResponseError() {
+        if (res.headersSent) res.destroy();
+        else res.writeHead(502).end();
+      },
+    },
+  );
+}
