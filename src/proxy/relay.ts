@@ -22,7 +22,7 @@ export interface RelayOptions {
   baseHeaders: OutgoingHttpHeaders;
   /** An answer with this status is kept, up to `holdLimit` bytes of body, instead of relayed. */
   hold?: number;
-  holdLimit?: number;
+  holdLimit: number;
   /** Called once the upstream's status line has arrived. */
   onStatus(status: number): void;
 }
@@ -88,7 +88,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     const { held } = this;
     if (held) {
-      if (held.size + chunk.length > (this.options.holdLimit ?? 0)) {
+      if (held.size + chunk.length > this.options.holdLimit) {
         // More than any 401 needs: keep what there is and stop reading.
         this.finish(this.heldResult());
         controller.abort(new Error('held answer too large'));
