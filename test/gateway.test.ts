@@ -150,7 +150,13 @@ t.test('rate limit per key: 429 with Retry-After before anything goes upstream',
     [SECRET, ALICE, BOB],
   );
   const alice = { authorization: `Bearer ${ALICE}` };
-  for (let i = 0; i < 3; i += 1) t.equal((await post(proxy.url, alice)).status, 200);
+  for (let i = 0; i < 3; i += 1) {
+    const ok = await post(proxy.url, alice);
+    t.equal(ok.status, 200);
+    // Set by the rate limiter before the answer streams through: they must survive the relay.
+    t.equal(ok.headers['x-ratelimit-limit'], '3');
+    t.equal(ok.headers['x-ratelimit-remaining'], String(2 - i));
+  }
   const limited = await post(proxy.url, alice);
   t.equal(limited.status, 429);
   t.ok(Number(limited.headers['retry-after']) > 0, `Retry-After: ${limited.headers['retry-after']}`);
