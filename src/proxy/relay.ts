@@ -1,7 +1,7 @@
 // One upstream attempt whose answer is written straight into the client's response, through
 // undici's dispatch() handler API. undici's request() API wraps every answer in a Readable and
 // the reply pipes that Readable again: those two streams and an AbortController per request were
-// about a third of the proxy's CPU (see "Benchmarks" in the README).
+// about a quarter of the proxy's CPU (see "Benchmarks" in the README).
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { clientResponseHeaders } from './headers.js';
