@@ -7,24 +7,15 @@
 //   node --import tsx bench/peers/bare-node.ts <upstream-origin> <token>
 // Reports {"url": "http://127.0.0.1:<port>"} over the IPC channel (or stdout without one).
 import { createServer } from 'node:http';
-import { Pool } from 'undici';
 import { announce } from './announce.js';
-import { forward } from './dispatch.js';
+import { forwarderFromArgv } from './dispatch.js';
 
-const upstream = process.argv[2];
-const token = process.argv[3] ?? 'bench-token';
-if (!upstream) {
-  process.stderr.write('usage: bare-node.ts <upstream-origin> [token]\n');
-  process.exit(2);
-}
-
-const pool = new Pool(upstream, { connections: 128 });
-const authorization = `Bearer ${token}`;
+const forward = forwarderFromArgv(import.meta.filename);
 
 const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
   const chunks: Buffer[] = [];
   req.on('data', (chunk: Buffer) => chunks.push(chunk));
-  req.on('end', () => forward(pool, authorization, req, res, Buffer.concat(chunks)));
+  req.on('end', () => forward(req, res, Buffer.concat(chunks)));
 });
 
 server.listen(0, '127.0.0.1', () => announce(server.address()));

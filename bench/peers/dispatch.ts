@@ -1,10 +1,26 @@
 // The least a token-injecting forward can do, shared by the two floor peers (bare-node.ts and
 // fastify-floor.ts): a fixed Authorization header, the buffered body, and undici's dispatch()
 // callbacks written straight into the client response. No error handling worth the name.
+import { basename } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Dispatcher } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 
-export function forward(pool: Dispatcher, authorization: string, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
+export type Forward = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+
+/** The forward to the upstream named in argv (`<upstream-origin> [token]`), as the floors take it. */
+export function forwarderFromArgv(script: string): Forward {
+  const upstream = process.argv[2];
+  const token = process.argv[3] ?? 'bench-token';
+  if (!upstream) {
+    process.stderr.write(`usage: ${basename(script)} <upstream-origin> [token]\n`);
+    process.exit(2);
+  }
+  const pool = new Pool(upstream, { connections: 128 });
+  const authorization = `Bearer ${token}`;
+  return (req, res, body) => forward(pool, authorization, req, res, body);
+}
+
+function forward(pool: Dispatcher, authorization: string, req: IncomingMessage, res: ServerResponse, body: Buffer): void {
   pool.dispatch(
     {
       path: req.url ?? '/',

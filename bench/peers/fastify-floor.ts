@@ -7,26 +7,17 @@
 //   node --import tsx bench/peers/fastify-floor.ts <upstream-origin> <token>
 // Reports {"url": "http://127.0.0.1:<port>"} over the IPC channel (or stdout without one).
 import Fastify from 'fastify';
-import { Pool } from 'undici';
 import { announce } from './announce.js';
-import { forward } from './dispatch.js';
+import { forwarderFromArgv } from './dispatch.js';
 
-const upstream = process.argv[2];
-const token = process.argv[3] ?? 'bench-token';
-if (!upstream) {
-  process.stderr.write('usage: fastify-floor.ts <upstream-origin> [token]\n');
-  process.exit(2);
-}
-
-const pool = new Pool(upstream, { connections: 128 });
-const authorization = `Bearer ${token}`;
+const forward = forwarderFromArgv(import.meta.filename);
 
 const app = Fastify({ logger: false });
 app.removeAllContentTypeParsers();
 app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 app.post('/graphql', (request, reply) => {
   reply.hijack();
-  forward(pool, authorization, request.raw, reply.raw, request.body as Buffer);
+  forward(request.raw, reply.raw, request.body as Buffer);
 });
 await app.listen({ host: '127.0.0.1', port: 0 });
 announce(app.server.address());
