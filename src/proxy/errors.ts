@@ -17,15 +17,17 @@ export type ErrorCode =
   | 'shutting_down'
   | 'internal_error';
 
+const JSON_TYPE = 'application/json; charset=utf-8';
+
 export function sendError(reply: FastifyReply, status: number, error: ErrorCode, message: string): FastifyReply {
-  return reply.code(status).header('content-type', 'application/json; charset=utf-8').send({ error, message });
+  return reply.code(status).header('content-type', JSON_TYPE).send({ error, message });
 }
 
 /** The same error on a response Fastify no longer manages (a hijacked reply), with `headers` kept. */
 export function writeError(res: ServerResponse, headers: OutgoingHttpHeaders, status: number, error: ErrorCode, message: string): void {
   const body = JSON.stringify({ error, message });
   res
-    .writeHead(status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) })
+    .writeHead(status, { ...headers, 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) })
     .end(body);
 }
 

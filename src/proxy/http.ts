@@ -156,7 +156,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs);
       if (client.gone) return;
       if (fresh === undefined) {
-        reply.raw.writeHead(401, { ...baseHeaders, ...first.headers, 'content-length': first.body.length }).end(first.body);
+        reply.raw.writeHead(first.status, { ...baseHeaders, ...first.headers, 'content-length': first.body.length }).end(first.body);
         return;
       }
       result = await send(fresh);
