@@ -59,6 +59,12 @@ export interface SpawnOptions {
   noWait?: boolean;
 }
 
+/** Proxies still running: killed when this process exits, so a test that times out leaves no orphan. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export async function spawnProxy(env: Record<string, string>, options: SpawnOptions = {}): Promise<ProxyProcess> {
   const cwd = options.cwd ?? mkdtempSync(join(tmpdir(), 'bqp-'));
   const inherited = options.bareEnv ? { PATH: process.env.PATH ?? '/usr/bin:/bin' } : baseEnv();
@@ -90,7 +96,11 @@ export async function spawnProxy(env: Record<string, string>, options: SpawnOpti
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
-  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  running.add(child);
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    running.delete(child);
+    return { code: code as number | null, signal: signal as NodeJS.Signals | null };
+  });
 
   const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 5000) =>
     new Promise<LogLine>((resolvePromise, reject) => {
@@ -122,7 +132,11 @@ export async function spawnProxy(env: Record<string, string>, options: SpawnOpti
 
   let url = '';
   if (!options.noWait) {
-    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 10000);
+    // A proxy that did not come up is not handed to the test, so nothing else would stop it.
+    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 10000).catch((err: unknown) => {
+      child.kill('SIGKILL');
+      throw err;
+    });
     url = line.url as string;
   }
   return {
