@@ -1,8 +1,10 @@
 // A fake Bitquery and a proxy process pointed at it, torn down with the test. Every proxy started
-// here is checked at teardown: no secret the test used may appear in its output.
+// here is checked at teardown: no secret the test used may appear in its output, in any encoding
+// (test/helpers/secrets.ts).
 import type { Test } from 'tap';
 import { FakeBitquery, type FakeBitqueryOptions } from '../fake-bitquery/index.js';
 import { spawnProxy, type ProxyProcess, type SpawnOptions } from './proxy-process.js';
+import { assertNoLeaks } from './secrets.js';
 
 export const SECRET = 'fake-client-secret-4f9c2d7e1b';
 
@@ -48,9 +50,7 @@ export async function startProxy(t: Test, fake: FakeBitquery, env: Record<string
   const proxy = await spawnProxy(env, options);
   t.teardown(async () => {
     await proxy.stop();
-    const output = proxy.output();
-    const leaked = [...secrets, ...fake.issuedTokens].filter((s) => s && output.includes(s));
-    if (leaked.length) throw new Error(`secret leaked into the proxy output: ${leaked.length} value(s)`);
+    assertNoLeaks(proxy.output(), [...secrets, ...fake.issuedTokens]);
   });
   return proxy;
 }

@@ -11,6 +11,7 @@ import { WebSocket, type ClientOptions } from 'ws';
 import { FakeBitquery, type FakeBitqueryOptions } from '../fake-bitquery/index.js';
 import { fakeEnv, SECRET, startPair, type Pair } from '../helpers/pair.js';
 import { spawnProxy, waitFor, type LogLine, type ProxyProcess } from '../helpers/proxy-process.js';
+import { assertNoLeaks } from '../helpers/secrets.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -122,8 +123,7 @@ async function startPreparedPair(t: Test, prepare: (fake: FakeBitquery) => void,
   t.teardown(async () => {
     await proxy.stop();
     await fake.close();
-    const leaked = [...pair.secrets, ...fake.issuedTokens].filter((s) => s && proxy.output().includes(s));
-    if (leaked.length) throw new Error(`secret leaked into the proxy output: ${leaked.length} value(s)`);
+    assertNoLeaks(proxy.output(), [...pair.secrets, ...fake.issuedTokens]);
   });
   return pair;
 }
