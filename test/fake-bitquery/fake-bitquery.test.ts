@@ -441,6 +441,185 @@ t.test('GraphQL over HTTP', async (t) => {
   });
 });
 
+t.test('Usage API', async (t) => {
+  const fake = await FakeBitquery.start();
+  t.teardown(() => fake.close());
+  t.beforeEach(() => fake.reset());
+
+  const usage = (token: string | undefined, init: RequestInit = {}) =>
+    fetch(fake.usageUrl, { ...init, headers: token ? { authorization: `Bearer ${token}` } : {} });
+
+  t.test('401 plain-text Unauthorized without a valid Bearer token; recorded', async (t) => {
+    const expired = fake.issueToken();
+    fake.expire(expired);
+    const valid = fake.issueToken();
+    for (const token of [undefined, 'ory_at_bogus.bogus', expired]) {
+      const res = await usage(token);
+      t.equal(res.status, 401);
+      t.equal(res.headers.get('content-type'), 'text/plain; charset=utf-8');
+      t.equal(await res.text(), 'Unauthorized');
+    }
+    const query = await fetch(`${fake.usageUrl}?token=${encodeURIComponent(valid)}`);
+    t.equal(query.status, 401, '?token= is not accepted, only the header');
+    await query.arrayBuffer();
+    t.same(
+      fake.usageRequests.map((r) => [r.token, r.authorized]),
+      [
+        [undefined, false],
+        ['ory_at_bogus.bogus', false],
+        [expired, false],
+        [undefined, false],
+      ],
+    );
+    const post = await fetch(fake.usageUrl, { method: 'POST', headers: { authorization: `Bearer ${valid}` } });
+    t.equal(post.status, 405);
+    await post.arrayBuffer();
+  });
+
+  t.test('the documented shape with the defaults, then what the test set', async (t) => {
+    const token = await getToken(fake);
+    let res = await usage(token);
+    t.equal(res.status, 200);
+    t.match(res.headers.get('content-type'), /^application\/json/);
+    const body = (await res.json()) as any;
+    const start = new Date();
+    start.setUTCHours(0, 0, 0, 0);
+    const end = new Date(start.getTime() + 30 * 86_400_000 - 1000);
+    const iso = (d: Date) => d.toISOString().replace('.000Z', 'Z');
+    t.same(body, {
+      account_id: 12345,
+      payer_id: 12345,
+      status: 'active',
+      billing_period: {
+        started_at: iso(start),
+        ended_at: iso(end),
+        plan_name: 'Pro',
+        product: null,
+        limits: {
+          points_limit: 1_000_000,
+          rate_limit: 90,
+          session_limit: 6,
+          subscription_limit: 100,
+          time_sec_limit: 0,
+          traffic_bytes_limit: 0,
+          team_slots_limit: 5,
+        },
+        usage: { points_usage: 0, requests_usage: 0, time_sec_usage: 0, traffic_bytes_usage: 0 },
+        description: { points_limit: 1_000_000, rate_limit: 90, session_limit: 6, subscription_limit: 100 },
+      },
+    });
+    t.match(body.billing_period.started_at, /^\d{4}-\d\d-\d\dT00:00:00Z$/);
+    t.same(fake.usageRequests.map((r) => [r.token, r.authorized]), [[token, true]]);
+
+    fake.usage.status = 'grace';
+    fake.usage.started_at = '2026-06-24T00:00:00Z';
+    fake.usage.ended_at = '2026-07-23T23:59:59Z';
+    fake.usage.limits.points_limit = 5000;
+    fake.usage.limits.subscription_limit = 2;
+    fake.usage.usage.points_usage = 4458;
+    res = await usage(token);
+    t.match(await res.json(), {
+      status: 'grace',
+      billing_period: {
+        started_at: '2026-06-24T00:00:00Z',
+        ended_at: '2026-07-23T23:59:59Z',
+        limits: { points_limit: 5000, subscription_limit: 2 },
+        usage: { points_usage: 4458 },
+        description: { points_limit: 5000, subscription_limit: 2 },
+      },
+    });
+
+    fake.reset();
+    t.equal(fake.usage.status, 'active', 'reset restores the defaults');
+    t.equal(fake.usage.usage.points_usage, 0);
+    t.equal(fake.usageRequests.length, 0);
+  });
+
+  t.test('answered GraphQL queries add 5 points and 1 request; 401s and non-200 answers do not', async (t) => {
+    const token = fake.issueToken();
+    const points = async () => ((await (await usage(token)).json()) as any).billing_period.usage;
+    for (let i = 0; i < 3; i++) await (await gql(fake, token)).arrayBuffer();
+    t.same(await points(), { points_usage: 15, requests_usage: 3, time_sec_usage: 0, traffic_bytes_usage: 0 });
+
+    await (await gql(fake, undefined)).arrayBuffer();
+    fake.graphqlScript.push({ status: 429, body: 'Too Many Sessions' }, { status: 200, body: '{"data":{}}' });
+    await (await gql(fake, token)).arrayBuffer();
+    await (await gql(fake, token)).arrayBuffer();
+    await (await gql(fake, token, { query: '{ blob }', variables: { bytes: 10 } })).arrayBuffer();
+    t.match(await points(), { points_usage: 25, requests_usage: 5 }, 'scripted 200 and blob charged, 401 and 429 not');
+
+    fake.pointsPerQuery = 40;
+    t.teardown(() => void (fake.pointsPerQuery = 5));
+    await (await gql(fake, token)).arrayBuffer();
+    t.match(fake.usage.usage, { points_usage: 65, requests_usage: 6 }, 'pointsPerQuery is mutable');
+  });
+
+  t.test('accounts of their own: per client id and per static token', async (t) => {
+    fake.addClient('team-b', 'secret-b');
+    const a = await getToken(fake);
+    const res = await postToken(fake, { ...GOOD, client_id: 'team-b', client_secret: 'secret-b' });
+    t.equal(res.status, 200, 'the added client gets tokens');
+    const b = ((await res.json()) as { access_token: string }).access_token;
+    const wrong = await postToken(fake, { ...GOOD, client_id: 'team-b', client_secret: 'demo-secret' });
+    t.equal(wrong.status, 401, "another client's secret does not work");
+    await wrong.arrayBuffer();
+    const staticToken = fake.issueToken();
+    const minted = fake.issueToken(60, 'team-b');
+
+    const teamB = fake.usageFor('team-b');
+    t.equal(fake.usageFor('team-b'), teamB, 'one account per key');
+    teamB.limits.points_limit = 2_000;
+    const own = fake.usageFor(staticToken);
+    own.status = 'blocked';
+
+    await (await gql(fake, a)).arrayBuffer();
+    for (const tok of [b, minted, b]) await (await gql(fake, tok)).arrayBuffer();
+    await (await gql(fake, staticToken)).arrayBuffer();
+
+    const read = async (tok: string) => (await (await usage(tok)).json()) as any;
+    t.match(await read(a), { account_id: 12345, status: 'active', billing_period: { usage: { points_usage: 5, requests_usage: 1 } } });
+    t.match(await read(b), {
+      account_id: 12346,
+      billing_period: { limits: { points_limit: 2_000 }, usage: { points_usage: 15, requests_usage: 3 } },
+    });
+    t.match(await read(minted), { account_id: 12346 }, 'issueToken with a client id uses that client');
+    t.match(await read(staticToken), { account_id: 12347, status: 'blocked', billing_period: { usage: { points_usage: 5 } } });
+  });
+
+  t.test('usageFailures queue, usageDelayMs, then normal service', async (t) => {
+    const token = fake.issueToken();
+    fake.usageFailures.push(
+      { kind: 'status', status: 500, body: 'Internal error' },
+      { kind: 'status', status: 503 },
+      { kind: 'invalid-json' },
+      { kind: 'reset' },
+      { kind: 'hang' },
+    );
+    let res = await usage(token);
+    t.equal(res.status, 500);
+    t.equal(res.headers.get('content-type'), 'text/plain; charset=utf-8');
+    t.equal(await res.text(), 'Internal error');
+    res = await usage(token);
+    t.equal(res.status, 503);
+    t.equal(await res.text(), '503 Service Unavailable');
+    res = await usage(token);
+    t.equal(res.status, 200);
+    await t.rejects(res.json(), 'invalid-json is not JSON');
+    await t.rejects(usage(token), 'reset destroys the socket');
+    await t.rejects(usage(token, { signal: AbortSignal.timeout(150) }), 'hang never answers');
+    t.equal(fake.usageFailures.length, 0);
+
+    fake.usageDelayMs = 80;
+    t.teardown(() => void (fake.usageDelayMs = 0));
+    const start = Date.now();
+    res = await usage(token);
+    t.equal(res.status, 200, 'queue drained');
+    await res.arrayBuffer();
+    t.ok(Date.now() - start >= 70, 'usageDelayMs applied');
+    t.equal(fake.usageRequests.length, 6, 'every request recorded');
+  });
+});
+
 t.test('WebSocket', async (t) => {
   const fake = await FakeBitquery.start({ wsEventIntervalMs: 10, keepAliveMs: 40 });
   t.teardown(() => fake.close());

@@ -1,6 +1,6 @@
 /**
  * A controllable fake of Bitquery's token endpoint (Ory Hydra), GraphQL-over-HTTP
- * endpoint and GraphQL-over-WebSocket endpoint, for tests over real loopback sockets.
+ * endpoint, GraphQL-over-WebSocket endpoint and Usage API, for tests over real loopback sockets.
  *
  * Behaviour follows /work/shared/bitquery-api.md:
  *  - POST /oauth2/token: client_credentials grant, form body or HTTP Basic credentials,
@@ -9,6 +9,38 @@
  *    401 answers are the plain text `Unauthorized` (not JSON).
  *  - WebSocket on /graphql and /eap: auth checked at the handshake only; legacy
  *    `graphql-ws` subprotocol preferred (hand-written), `graphql-transport-ws` via graphql-ws.
+ *  - GET /api/usage (Bitquery's is on account.bitquery.io; here on the same origin, `usageUrl`).
+ *
+ * API (all on a FakeBitquery from `await FakeBitquery.start(options)`; `close()` when done;
+ * `reset()` between subtests clears records and queues, see its comment):
+ *
+ * Credentials and tokens
+ *   clientId / clientSecret (mutable, default demo-client / demo-secret); addClient(id, secret)
+ *   accepts more clients on the same fake (one per credential set). Tokens remember the client
+ *   that got them. issueToken(lifetimeSec?, clientId?) mints one directly (static tokens);
+ *   isValid, revoke, revokeAll, expire; tokenLifetimeSec (expires_in of new tokens, default 17999).
+ *
+ * Usage API: GET /api/usage with `Authorization: Bearer <token>` (no `?token=`)
+ *   - A token the fake issued and still valid, else 401 text `Unauthorized`. Other methods: 405.
+ *   - 200 JSON as documented: {account_id, payer_id, status, billing_period: {started_at, ended_at,
+ *     plan_name, product, limits{points_limit, rate_limit, session_limit, subscription_limit,
+ *     time_sec_limit, traffic_bytes_limit, team_slots_limit}, usage{points_usage, requests_usage,
+ *     time_sec_usage, traffic_bytes_usage}, description{points_limit, rate_limit, session_limit,
+ *     subscription_limit}}}, read from a FakeAccount (same field names, period as started_at/ended_at).
+ *   - `usage`: the account every token reports unless it has its own. Defaults: account_id 12345,
+ *     status 'active', plan_name 'Pro', product null, points_limit 1000000, rate_limit 90,
+ *     session_limit 6, subscription_limit 100, time_sec/traffic_bytes limits 0 (none),
+ *     team_slots_limit 5, all usage 0, period from today 00:00:00Z to 30 days later minus 1 s.
+ *   - usageFor(key): an account of its own (created from the defaults, account_id 12346, 12347, ...)
+ *     for a client id (all tokens of that client) or for a static token (issueToken() without a
+ *     client). Lookup for a token: its client's account, else the token's own, else `usage`.
+ *   - Charging: every authorized GraphQL HTTP request the fake answers 200 (echo, blob, scripted
+ *     200) adds pointsPerQuery (default 5) to points_usage and 1 to requests_usage of the token's
+ *     account. 401s and non-200 scripted answers are not charged.
+ *   - usageFailures: queue of UsageFailure ({kind:'status', status, body?, contentType?} plain
+ *     text by default, {kind:'invalid-json'}, {kind:'hang'}, {kind:'reset'}); each request shifts
+ *     one, before the auth check. usageDelayMs delays every answer.
+ *   - usageRequests: every request, {at, headers, token, authorized}, in order.
  */
 import { EventEmitter } from 'node:events';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -41,6 +73,47 @@ export type TokenFailure =
   | { kind: 'missing-fields' } // 200 JSON without access_token/expires_in
   | { kind: 'hang' } // never answers (until close())
   | { kind: 'reset' }; // destroys the socket without answering
+
+/** A failure the Usage API should produce instead of its normal answer. */
+export type UsageFailure =
+  | { kind: 'status'; status: number; body?: string; contentType?: string } // e.g. 500 text, 502 from the gateway
+  | { kind: 'invalid-json' } // 200 application/json with a body that is not JSON
+  | { kind: 'hang' } // never answers (until the client gives up, or close())
+  | { kind: 'reset' }; // destroys the socket without answering
+
+/** Billing-period status as the Usage API reports it. */
+export type AccountStatus = 'active' | 'grace' | 'blocked' | 'expired';
+
+/**
+ * One Bitquery account as `GET /api/usage` reports it (field names as in the JSON). Mutable:
+ * tests set status, limits, usage and the period; GraphQL HTTP traffic adds to `usage`.
+ */
+export interface FakeAccount {
+  account_id: number;
+  payer_id: number;
+  status: AccountStatus;
+  /** Billing period bounds, ISO 8601 as sent (e.g. 2026-06-24T00:00:00Z). */
+  started_at: string;
+  ended_at: string;
+  plan_name: string;
+  product: string | null;
+  /** 0 means no limit. */
+  limits: {
+    points_limit: number;
+    rate_limit: number;
+    session_limit: number;
+    subscription_limit: number;
+    time_sec_limit: number;
+    traffic_bytes_limit: number;
+    team_slots_limit: number;
+  };
+  usage: {
+    points_usage: number;
+    requests_usage: number;
+    time_sec_usage: number;
+    traffic_bytes_usage: number;
+  };
+}
 
 /** A canned answer for one authorized GraphQL HTTP request. */
 export interface ScriptedResponse {
@@ -82,6 +155,14 @@ export interface RecordedGraphqlRequest {
   authorized: boolean;
 }
 
+/** One request seen by GET /api/usage, authorized or not (recorded before any failure/delay is applied). */
+export interface RecordedUsageRequest {
+  at: number;
+  headers: IncomingHttpHeaders;
+  token: string | undefined;
+  authorized: boolean;
+}
+
 /** One WebSocket upgrade request seen on /graphql or /eap. */
 export interface RecordedWsHandshake {
   at: number;
@@ -99,6 +180,7 @@ export interface RecordedWsHandshake {
 
 const GRAPHQL_PATHS = new Set(['/graphql', '/eap']);
 const TOKEN_PATH = '/oauth2/token';
+const USAGE_PATH = '/api/usage';
 const LEGACY_PROTOCOL = 'graphql-ws';
 const TRANSPORT_PROTOCOL = 'graphql-transport-ws';
 const TEXT = 'text/plain; charset=utf-8';
@@ -106,6 +188,7 @@ const JSON_CT = 'application/json';
 /** Headers Hydra puts on token endpoint answers. */
 const HYDRA_HEADERS = { 'content-type': JSON_CT, 'cache-control': 'no-store', pragma: 'no-cache' };
 const BLOB_CHUNK = Buffer.alloc(64 * 1024, 'x');
+const DEFAULT_ACCOUNT_ID = 12345;
 
 const HYDRA_ERRORS = {
   invalid_client: {
@@ -168,6 +251,64 @@ function extractToken(headers: IncomingHttpHeaders, query: Record<string, string
   }
   const q = query.token;
   return q === undefined || q === '' ? undefined : q;
+}
+
+/** The token of an `Authorization: Bearer` header only (the Usage API takes no `?token=`). */
+function bearerToken(headers: IncomingHttpHeaders): string | undefined {
+  return extractToken(headers, {});
+}
+
+/** ISO 8601 without milliseconds, as Bitquery writes period bounds. */
+function isoSeconds(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * A fresh account: active Pro-like plan (1M points, 90 requests a minute, 100 streams), nothing used,
+ * a 30-day period that started today at 00:00 UTC.
+ */
+function defaultAccount(accountId: number): FakeAccount {
+  const start = new Date();
+  start.setUTCHours(0, 0, 0, 0);
+  const startMs = start.getTime();
+  return {
+    account_id: accountId,
+    payer_id: accountId,
+    status: 'active',
+    started_at: isoSeconds(startMs),
+    ended_at: isoSeconds(startMs + 30 * 86_400_000 - 1000),
+    plan_name: 'Pro',
+    product: null,
+    limits: {
+      points_limit: 1_000_000,
+      rate_limit: 90,
+      session_limit: 6,
+      subscription_limit: 100,
+      time_sec_limit: 0,
+      traffic_bytes_limit: 0,
+      team_slots_limit: 5,
+    },
+    usage: { points_usage: 0, requests_usage: 0, time_sec_usage: 0, traffic_bytes_usage: 0 },
+  };
+}
+
+/** The Usage API's JSON for an account. */
+function usageBody(a: FakeAccount): string {
+  const { points_limit, rate_limit, session_limit, subscription_limit } = a.limits;
+  return JSON.stringify({
+    account_id: a.account_id,
+    payer_id: a.payer_id,
+    status: a.status,
+    billing_period: {
+      started_at: a.started_at,
+      ended_at: a.ended_at,
+      plan_name: a.plan_name,
+      product: a.product,
+      limits: { ...a.limits },
+      usage: { ...a.usage },
+      description: { points_limit, rate_limit, session_limit, subscription_limit },
+    },
+  });
 }
 
 function parseProtocols(header: string | undefined): string[] {
@@ -281,6 +422,8 @@ export class FakeBitquery extends EventEmitter {
   readonly wsUrl: string;
   /** `${url}/oauth2/token` */
   readonly tokenUrl: string;
+  /** `${url}/api/usage` (Bitquery's is https://account.bitquery.io/api/usage) */
+  readonly usageUrl: string;
 
   /** Accepted client id (mutable: tests rotate credentials). */
   clientId: string;
@@ -313,6 +456,19 @@ export class FakeBitquery extends EventEmitter {
   readonly wsHandshakes: RecordedWsHandshake[] = [];
   /** Every token minted (by the endpoint or issueToken()), in order. */
   readonly issuedTokens: string[] = [];
+  /**
+   * The account every token reports and is charged to unless usageFor() gave its client id (or the
+   * static token itself) an account of its own. Mutable; reset() restores the defaults in place.
+   */
+  readonly usage: FakeAccount = defaultAccount(DEFAULT_ACCOUNT_ID);
+  /** Points charged per GraphQL HTTP query answered 200 (Bitquery's realtime rate: 5 a cube). */
+  pointsPerQuery = 5;
+  /** Delay before answering Usage API requests. */
+  usageDelayMs = 0;
+  /** Queue: each Usage API request shifts one failure off, if any, and answers with it (before the auth check). */
+  usageFailures: UsageFailure[] = [];
+  /** Every Usage API request, in order (including unauthorized ones). */
+  readonly usageRequests: RecordedUsageRequest[] = [];
   /** Server-side ws objects of currently open WebSocket connections. */
   readonly wsServerSockets = new Set<WebSocket>();
   /** Period of `ticks` subscription events (read when each event is scheduled). */
@@ -321,7 +477,12 @@ export class FakeBitquery extends EventEmitter {
   keepAliveMs: number;
 
   private readonly server: http.Server;
-  private readonly tokens = new Map<string, number>(); // token -> expiry (ms epoch)
+  private readonly tokens = new Map<string, { expiresAt: number; clientId: string | undefined }>();
+  /** Client id -> secret of clients accepted besides clientId/clientSecret. */
+  private readonly otherClients = new Map<string, string>();
+  /** Accounts of their own, by client id or static token (see usageFor). */
+  private readonly accounts = new Map<string, FakeAccount>();
+  private nextAccountId = DEFAULT_ACCOUNT_ID + 1;
   private readonly httpSockets = new Set<Socket | Duplex>();
   private readonly openResponses = new Set<ServerResponse>();
   private readonly timers = new Map<NodeJS.Timeout, () => void>();
@@ -344,6 +505,7 @@ export class FakeBitquery extends EventEmitter {
     this.url = '';
     this.wsUrl = '';
     this.tokenUrl = '';
+    this.usageUrl = '';
 
     this.schema = this.buildSchema();
 
@@ -408,27 +570,31 @@ export class FakeBitquery extends EventEmitter {
     const addr = server.address() as AddressInfo;
     const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const origin = `${hostPart}:${addr.port}`;
-    const mutable = fake as { -readonly [K in 'url' | 'wsUrl' | 'tokenUrl']: string };
+    const mutable = fake as { -readonly [K in 'url' | 'wsUrl' | 'tokenUrl' | 'usageUrl']: string };
     mutable.url = `http://${origin}`;
     mutable.wsUrl = `ws://${origin}`;
     mutable.tokenUrl = `http://${origin}${TOKEN_PATH}`;
+    mutable.usageUrl = `http://${origin}${USAGE_PATH}`;
     return fake;
   }
 
   // ------------------------------------------------------------------ tokens
 
-  /** Mints a valid token directly (for static-token tests); lifetime defaults to tokenLifetimeSec. */
-  issueToken(lifetimeSec: number = this.tokenLifetimeSec): string {
+  /**
+   * Mints a valid token directly (static-token tests); lifetime defaults to tokenLifetimeSec. With a
+   * clientId, the token belongs to that client (its account, see usageFor), as if the endpoint minted it.
+   */
+  issueToken(lifetimeSec: number = this.tokenLifetimeSec, clientId?: string): string {
     const token = `ory_at_${randomBytes(32).toString('base64url')}.${randomBytes(32).toString('base64url')}`;
-    this.tokens.set(token, Date.now() + lifetimeSec * 1000);
+    this.tokens.set(token, { expiresAt: Date.now() + lifetimeSec * 1000, clientId });
     this.issuedTokens.push(token);
     return token;
   }
 
   /** True if the token was issued, not revoked and not expired. */
   isValid(token: string): boolean {
-    const exp = this.tokens.get(token);
-    return exp !== undefined && Date.now() < exp;
+    const t = this.tokens.get(token);
+    return t !== undefined && Date.now() < t.expiresAt;
   }
 
   /** Revokes one token (open WebSockets stay open, as on Bitquery). */
@@ -443,7 +609,45 @@ export class FakeBitquery extends EventEmitter {
 
   /** Makes a token expired now. */
   expire(token: string): void {
-    if (this.tokens.has(token)) this.tokens.set(token, Date.now() - 1);
+    const t = this.tokens.get(token);
+    if (t) t.expiresAt = Date.now() - 1;
+  }
+
+  /**
+   * Accepts another client at the token endpoint besides clientId/clientSecret (a second credential
+   * set on the same fake); calling it again with the same id changes that client's secret.
+   */
+  addClient(clientId: string, clientSecret: string): void {
+    this.otherClients.set(clientId, clientSecret);
+  }
+
+  // ------------------------------------------------------------------ usage
+
+  /**
+   * The account of its own for `key`, created with the defaults (next account_id) on first use.
+   * `key` is a client id (every token minted for that client reports and is charged to it) or a
+   * token from issueToken() without a client (a static token). Other tokens use `usage`.
+   */
+  usageFor(key: string): FakeAccount {
+    let account = this.accounts.get(key);
+    if (!account) {
+      account = defaultAccount(this.nextAccountId++);
+      this.accounts.set(key, account);
+    }
+    return account;
+  }
+
+  /** The account a token reports and is charged to. */
+  private accountOf(token: string): FakeAccount {
+    const clientId = this.tokens.get(token)?.clientId;
+    return (clientId !== undefined ? this.accounts.get(clientId) : undefined) ?? this.accounts.get(token) ?? this.usage;
+  }
+
+  /** Charges one answered GraphQL HTTP query to the token's account. */
+  private charge(token: string): void {
+    const { usage } = this.accountOf(token);
+    usage.points_usage += this.pointsPerQuery;
+    usage.requests_usage += 1;
   }
 
   // ------------------------------------------------------------------ misc
@@ -462,10 +666,17 @@ export class FakeBitquery extends EventEmitter {
 
   /**
    * Clears records (requests, handshakes, the issuedTokens list) and queues (tokenFailures,
-   * graphqlScript, rejectNextTokens). Issued tokens stay valid; delays and credentials are kept.
+   * graphqlScript, rejectNextTokens, wsRefusals, usageFailures); restores `usage` to the defaults
+   * (same object) and forgets the accounts of usageFor(). Issued tokens stay valid; delays,
+   * credentials (addClient too) and pointsPerQuery are kept.
    */
   reset(): void {
     this.tokenRequests.length = 0;
+    this.usageRequests.length = 0;
+    this.usageFailures.length = 0;
+    Object.assign(this.usage, defaultAccount(DEFAULT_ACCOUNT_ID));
+    this.accounts.clear();
+    this.nextAccountId = DEFAULT_ACCOUNT_ID + 1;
     this.graphqlRequests.length = 0;
     this.wsHandshakes.length = 0;
     this.issuedTokens.length = 0;
@@ -523,6 +734,12 @@ export class FakeBitquery extends EventEmitter {
     this.track(res);
     const url = new URL(req.url ?? '/', 'http://fake.invalid');
     if (url.pathname === TOKEN_PATH && req.method === 'POST') return this.handleToken(req, res);
+    if (url.pathname === USAGE_PATH) {
+      if (req.method === 'GET') return this.handleUsage(req, res);
+      req.resume();
+      respond(res, 405, { 'content-type': TEXT, allow: 'GET' }, 'Method Not Allowed');
+      return;
+    }
     if (GRAPHQL_PATHS.has(url.pathname)) {
       if (req.method === 'GET' || req.method === 'POST') return this.handleGraphql(req, res, url);
       respond(res, 405, { 'content-type': TEXT, allow: 'GET, POST' }, 'Method Not Allowed');
@@ -577,18 +794,20 @@ export class FakeBitquery extends EventEmitter {
 
     // Hydra (fosite) order: grant_type present, client authentication, grant type, scope.
     if (!form.grant_type) return this.sendHydraError(res, 'invalid_request');
-    if (!this.authenticateClient(req.headers, form)) return this.sendHydraError(res, 'invalid_client');
+    const clientId = this.authenticateClient(req.headers, form);
+    if (clientId === undefined) return this.sendHydraError(res, 'invalid_client');
     if (form.grant_type !== 'client_credentials') return this.sendHydraError(res, 'unsupported_grant_type');
     const scopes = (form.scope ?? '').split(' ').filter(Boolean);
     if (scopes.length === 0 || scopes.some((s) => s !== 'api')) return this.sendHydraError(res, 'invalid_scope');
 
     const lifetime = this.tokenLifetimeSec;
-    const token = this.issueToken(lifetime);
+    const token = this.issueToken(lifetime, clientId);
     const grant = { access_token: token, expires_in: lifetime, scope: 'api', token_type: 'bearer' };
     respond(res, 200, HYDRA_HEADERS, JSON.stringify(grant));
   }
 
-  private authenticateClient(headers: IncomingHttpHeaders, form: Record<string, string>): boolean {
+  /** The id of the client the request authenticates as, or undefined. */
+  private authenticateClient(headers: IncomingHttpHeaders, form: Record<string, string>): string | undefined {
     let basic: { id: string; secret: string } | undefined;
     const auth = headers.authorization;
     if (typeof auth === 'string') {
@@ -596,7 +815,7 @@ export class FakeBitquery extends EventEmitter {
       if (m) {
         const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
         const i = decoded.indexOf(':');
-        if (i < 0) return false;
+        if (i < 0) return undefined;
         basic = { id: decodeFormComponent(decoded.slice(0, i)), secret: decodeFormComponent(decoded.slice(i + 1)) };
       }
     }
@@ -616,8 +835,42 @@ export class FakeBitquery extends EventEmitter {
         creds = basic ?? post;
         break;
     }
-    if (!creds) return false;
-    return safeEqual(creds.id, this.clientId) && safeEqual(creds.secret, this.clientSecret);
+    if (!creds) return undefined;
+    const secret = safeEqual(creds.id, this.clientId) ? this.clientSecret : this.otherClients.get(creds.id);
+    return secret !== undefined && safeEqual(creds.secret, secret) ? creds.id : undefined;
+  }
+
+  // ---- Usage API
+
+  private async handleUsage(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    req.resume();
+    const token = bearerToken(req.headers);
+    const authorized = token !== undefined && this.isValid(token);
+    this.usageRequests.push({ at: Date.now(), headers: req.headers, token, authorized });
+
+    await this.delay(this.usageDelayMs);
+    if (this.closing) return void res.destroy();
+
+    const failure = this.usageFailures.shift();
+    if (failure) {
+      switch (failure.kind) {
+        case 'status': {
+          const text = failure.body ?? `${failure.status} ${http.STATUS_CODES[failure.status] ?? 'Error'}`;
+          respond(res, failure.status, { 'content-type': failure.contentType ?? TEXT }, text);
+          return;
+        }
+        case 'invalid-json':
+          respond(res, 200, { 'content-type': JSON_CT }, '<html><body>502 Bad Gateway</body></html>');
+          return;
+        case 'hang':
+          return; // tracked in openResponses; close() destroys it
+        case 'reset':
+          req.socket.destroy();
+          return;
+      }
+    }
+    if (!authorized || token === undefined) return respond(res, 401, { 'content-type': TEXT }, 'Unauthorized');
+    respond(res, 200, { 'content-type': JSON_CT }, usageBody(this.accountOf(token)));
   }
 
   // ---- GraphQL over HTTP
@@ -648,7 +901,7 @@ export class FakeBitquery extends EventEmitter {
       authorized,
     });
 
-    if (!authorized) {
+    if (!authorized || token === undefined) {
       respond(res, 401, { 'content-type': TEXT }, 'Unauthorized');
       return;
     }
@@ -657,6 +910,7 @@ export class FakeBitquery extends EventEmitter {
     if (scripted) {
       await this.delay(scripted.delayMs ?? 0);
       if (this.closing) return void res.destroy();
+      if (scripted.status === 200) this.charge(token);
       const headers: Record<string, string> = { ...(scripted.headers ?? {}) };
       if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) {
         headers['content-type'] = isJsonLike(scripted.body) ? JSON_CT : TEXT;
@@ -667,6 +921,7 @@ export class FakeBitquery extends EventEmitter {
 
     await this.delay(this.graphqlDelayMs);
     if (this.closing) return void res.destroy();
+    this.charge(token);
 
     let gqlQuery: unknown = null;
     let variables: unknown = null;
