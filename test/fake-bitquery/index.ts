@@ -7,8 +7,10 @@
  *    Hydra-style JSON errors (401 invalid_client, 400 invalid_scope, ...).
  *  - /graphql and /eap (GET, POST): token via `Authorization: Bearer` or `?token=`;
  *    401 answers are the plain text `Unauthorized` (not JSON).
- *  - WebSocket on /graphql and /eap: auth checked at the handshake only; legacy
- *    `graphql-ws` subprotocol preferred (hand-written), `graphql-transport-ws` via graphql-ws.
+ *  - WebSocket on /graphql and /eap: auth checked at the handshake only (revoking a token leaves
+ *    its sockets open); `graphql-ws` (legacy) preferred, `graphql-transport-ws` when it is all the
+ *    client offers, legacy when it offers none; both hand-written in ws.ts. Streams are billed as
+ *    Bitquery bills them: `stop` / `complete` does not end one, only closing its socket does.
  *  - GET /api/usage (Bitquery's is on account.bitquery.io; here on the same origin, `usageUrl`).
  *
  * API (all on a FakeBitquery from `await FakeBitquery.start(options)`; `close()` when done;
@@ -41,26 +43,56 @@
  *     text by default, {kind:'invalid-json'}, {kind:'hang'}, {kind:'reset'}); each request shifts
  *     one, before the auth check. usageDelayMs delays every answer.
  *   - usageRequests: every request, {at, headers, token, authorized}, in order.
+ *
+ * WebSocket subscriptions (schema: `subscription { ticks(count: Int) { n at } }`,
+ * `subscription { events(topic: String = "default") { seq topic at } }`, `query { hello }`)
+ *   - ticks: one event every wsEventIntervalMs (default 50), n = 1, 2, ...; ends after `count`.
+ *   - events: only publish(topic?) sends them: {seq, topic, at} to every running `events`
+ *     subscription of that topic (of any topic without one); seq counts publish() calls.
+ *   - Legacy `graphql-ws`: connection_init -> connection_ack then `ka` at once and every
+ *     keepAliveMs (default 10000); start -> data ... complete; bad JSON closes 4400; `stop` is
+ *     answered `complete`, yet `data` for that id keeps coming until the socket closes.
+ *   - `graphql-transport-ws` (as graphql-ws's server): connection_init -> connection_ack, then an
+ *     unsolicited `pong` every keepAliveMs, and a WebSocket ping every keepAliveMs (no pong within
+ *     it: dropped); ping -> pong (payload echoed); subscribe -> next ... complete, GraphQL errors as
+ *     `error` [{message, locations}]; `complete` from the client is not answered and `next` for
+ *     that id keeps coming (the id may be reused). Closes: 4400 invalid message, 4401 subscribe
+ *     before connection_init, 4408 no connection_init within connectionInitTimeoutMs (default
+ *     3000), 4409 duplicate running id, 4429 second connection_init.
+ *   - sockets(): FakeSocketInfo[] {id, path, protocol, token, clientId, openedAt, silenced, streams}
+ *     of open sockets; openSockets() their count; wsServerSockets the server-side ws objects.
+ *   - activeStreams(): FakeStreamInfo[] {socketId, protocol, path, clientId, id, query (graphql-js
+ *     parse + print), variables, operationName, field 'ticks' | 'events', topic, startedAt,
+ *     stopRequested}: the running subscriptions, i.e. what Bitquery bills (queries are not streams).
+ *   - publish(topic?) -> {seq, delivered}; silence(match?) / unsilence(match?) -> count changed;
+ *     terminate(match?) (no close frame, 1006) and closeSockets(code, reason?, match?) -> count;
+ *     errorStreams(message, match?) / completeStreams(match?) -> count: server-side `error` or
+ *     `complete` for matching streams, which stop; the socket stays. `match` is a predicate on
+ *     FakeSocketInfo (sockets) or FakeStreamInfo (streams); omitted: all.
+ *   - silence: the socket sends nothing at the protocol level (no events, ka, pong, acks, errors,
+ *     completes; events meanwhile are lost) while the connection stays open, incoming messages are
+ *     still handled and WebSocket-level pings are still answered. Sockets opened later speak.
+ *   - Handshakes: wsHandshakes (RecordedWsHandshake, socketId when accepted), wsRefusals queue,
+ *     rejectNextTokens; 'ws-connection' event (ws, handshake). Closes: wsCloses (RecordedWsClose
+ *     {at, socketId, path, protocol, code, reason}) and the 'ws-close' event, both after the socket
+ *     left sockets() / openSockets(): wait on either for a socket to close.
  */
 import { EventEmitter } from 'node:events';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
 import {
-  buildSchema,
-  execute,
-  getOperationAST,
-  GraphQLError,
-  parse,
-  subscribe,
-  validate,
-  type DocumentNode,
-  type ExecutionResult,
-  type GraphQLSchema,
-} from 'graphql';
-import { useServer } from 'graphql-ws/use/ws';
+  WsService,
+  type FakeSocketInfo,
+  type FakeStreamInfo,
+  type RecordedWsClose,
+  type SocketMatch,
+  type StreamMatch,
+} from './ws.js';
+
+export type { FakeSocketInfo, FakeStreamInfo, RecordedWsClose, SocketMatch, StreamMatch, WsProtocol } from './ws.js';
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -134,6 +166,7 @@ export interface FakeBitqueryOptions {
   authMethod?: 'post' | 'basic' | 'any'; // how the client must send credentials; default 'any'
   keepAliveMs?: number; // keep-alive period on WebSockets (legacy `ka`, transport `pong` + ws ping), default 10000
   wsEventIntervalMs?: number; // period of `ticks` subscription events, default 50
+  connectionInitTimeoutMs?: number; // graphql-transport-ws: close 4408 without connection_init by then, default 3000 (graphql-ws's)
 }
 
 /** One request seen by the token endpoint (recorded before any failure/delay is applied). */
@@ -172,6 +205,8 @@ export interface RecordedWsHandshake {
   protocols: string[];
   token: string | undefined;
   accepted: boolean;
+  /** Accepted handshakes: the socket's id (FakeSocketInfo.id). */
+  socketId?: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -181,8 +216,6 @@ export interface RecordedWsHandshake {
 const GRAPHQL_PATHS = new Set(['/graphql', '/eap']);
 const TOKEN_PATH = '/oauth2/token';
 const USAGE_PATH = '/api/usage';
-const LEGACY_PROTOCOL = 'graphql-ws';
-const TRANSPORT_PROTOCOL = 'graphql-transport-ws';
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_CT = 'application/json';
 /** Headers Hydra puts on token endpoint answers. */
@@ -212,11 +245,6 @@ const HYDRA_ERRORS = {
 } as const;
 type HydraError = keyof typeof HYDRA_ERRORS;
 
-const SDL = /* GraphQL */ `
-  type Query { hello: String }
-  type Tick { n: Int, at: String }
-  type Subscription { ticks(count: Int): Tick }
-`;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -346,71 +374,6 @@ function respond(res: ServerResponse, status: number, headers: Record<string, st
   res.end(buf);
 }
 
-interface TickEvent {
-  ticks: { n: number; at: string };
-}
-
-/** An async iterator of ticks whose return() stops it immediately (no pending timer left behind). */
-class TickIterator implements AsyncIterableIterator<TickEvent> {
-  private n = 0;
-  private done = false;
-  private timer: NodeJS.Timeout | undefined;
-  private pending: ((r: IteratorResult<TickEvent>) => void) | undefined;
-
-  constructor(
-    private readonly intervalMs: () => number,
-    private readonly count: number | null | undefined,
-    private readonly onFinish: (it: TickIterator) => void,
-  ) {}
-
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
-
-  next(): Promise<IteratorResult<TickEvent>> {
-    if (this.done) return Promise.resolve({ done: true, value: undefined });
-    if (typeof this.count === 'number' && this.n >= this.count) {
-      this.finish();
-      return Promise.resolve({ done: true, value: undefined });
-    }
-    return new Promise((resolve) => {
-      this.pending = resolve;
-      this.timer = setTimeout(() => {
-        this.pending = undefined;
-        this.timer = undefined;
-        this.n += 1;
-        resolve({ done: false, value: { ticks: { n: this.n, at: new Date().toISOString() } } });
-      }, Math.max(0, this.intervalMs()));
-    });
-  }
-
-  return(): Promise<IteratorResult<TickEvent>> {
-    this.finish();
-    return Promise.resolve({ done: true, value: undefined });
-  }
-
-  throw(err?: unknown): Promise<IteratorResult<TickEvent>> {
-    this.finish();
-    return Promise.reject(err);
-  }
-
-  /** Stops the iterator; a pending next() resolves as done. */
-  finish(): void {
-    if (this.done) return;
-    this.done = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const p = this.pending;
-    this.pending = undefined;
-    p?.({ done: true, value: undefined });
-    this.onFinish(this);
-  }
-}
-
-function isAsyncIterable(x: unknown): x is AsyncIterableIterator<ExecutionResult> {
-  return typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
-}
-
 // ---------------------------------------------------------------------------
 // FakeBitquery
 // ---------------------------------------------------------------------------
@@ -454,6 +417,8 @@ export class FakeBitquery extends EventEmitter {
   readonly graphqlRequests: RecordedGraphqlRequest[] = [];
   /** Every WebSocket handshake on /graphql or /eap, in order (including rejected ones). */
   readonly wsHandshakes: RecordedWsHandshake[] = [];
+  /** Every WebSocket that closed, in order (emitted as 'ws-close' too). */
+  readonly wsCloses: RecordedWsClose[] = [];
   /** Every token minted (by the endpoint or issueToken()), in order. */
   readonly issuedTokens: string[] = [];
   /**
@@ -475,6 +440,8 @@ export class FakeBitquery extends EventEmitter {
   wsEventIntervalMs: number;
   /** Keep-alive period for WebSockets opened from now on. */
   keepAliveMs: number;
+  /** graphql-transport-ws sockets opened from now on are closed 4408 without connection_init by then (0: never). */
+  connectionInitTimeoutMs: number;
 
   private readonly server: http.Server;
   private readonly tokens = new Map<string, { expiresAt: number; clientId: string | undefined }>();
@@ -486,10 +453,7 @@ export class FakeBitquery extends EventEmitter {
   private readonly httpSockets = new Set<Socket | Duplex>();
   private readonly openResponses = new Set<ServerResponse>();
   private readonly timers = new Map<NodeJS.Timeout, () => void>();
-  private readonly tickIterators = new Set<TickIterator>();
-  private readonly legacyWss: WebSocketServer;
-  private readonly transportWss: WebSocketServer;
-  private readonly schema: GraphQLSchema;
+  private readonly ws: WsService;
   private closing = false;
   private closePromise: Promise<void> | undefined;
 
@@ -502,39 +466,17 @@ export class FakeBitquery extends EventEmitter {
     this.tokenLifetimeSec = opts.tokenLifetimeSec ?? 17999;
     this.keepAliveMs = opts.keepAliveMs ?? 10_000;
     this.wsEventIntervalMs = opts.wsEventIntervalMs ?? 50;
+    this.connectionInitTimeoutMs = opts.connectionInitTimeoutMs ?? 3000;
     this.url = '';
     this.wsUrl = '';
     this.tokenUrl = '';
     this.usageUrl = '';
 
-    this.schema = this.buildSchema();
-
-    this.legacyWss = new WebSocketServer({
-      noServer: true,
-      perMessageDeflate: false,
-      handleProtocols: (protocols) => (protocols.has(LEGACY_PROTOCOL) ? LEGACY_PROTOCOL : false),
+    this.ws = new WsService({
+      keepAliveMs: () => this.keepAliveMs,
+      connectionInitTimeoutMs: () => this.connectionInitTimeoutMs,
+      eventIntervalMs: () => this.wsEventIntervalMs,
     });
-    this.transportWss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
-    // useServer replaces transportWss.options.handleProtocols with its own (picks graphql-transport-ws).
-    useServer(
-      {
-        schema: this.schema,
-        onConnect: (ctx) => {
-          // Unsolicited `pong` messages as keep-alive, like Bitquery.
-          const socket = (ctx.extra as { socket: WebSocket }).socket;
-          const ms = this.keepAliveMs;
-          if (ms > 0 && Number.isFinite(ms)) {
-            const iv = setInterval(() => {
-              if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: 'pong' }));
-            }, ms);
-            socket.once('close', () => clearInterval(iv));
-          }
-          return true;
-        },
-      },
-      this.transportWss,
-      this.keepAliveMs,
-    );
 
     server.on('connection', (sock: Socket) => {
       this.httpSockets.add(sock);
@@ -657,21 +599,92 @@ export class FakeBitquery extends EventEmitter {
     return this.wsServerSockets.size;
   }
 
+  // ------------------------------------------------------------------ WebSocket streams
+
+  /** The open WebSockets, in the order they were accepted. */
+  sockets(): FakeSocketInfo[] {
+    return this.ws.socketList();
+  }
+
+  /**
+   * The subscriptions running on open sockets: Bitquery's billed streams. A `stop` / `complete` from
+   * the client does not remove one (stopRequested turns true); its socket closing, its natural end
+   * (`ticks(count:)`), errorStreams() and completeStreams() do.
+   */
+  activeStreams(): FakeStreamInfo[] {
+    return this.ws.streamList();
+  }
+
+  /**
+   * Sends one `events` event, `{seq, topic, at}`, to every running `events(topic:)` subscription of
+   * that topic (every `events` subscription when topic is omitted), each in its socket's protocol.
+   * seq counts publish() calls (1, 2, ...; reset() restarts it). `delivered`: subscriptions that got
+   * it (silenced sockets drop it).
+   */
+  publish(topic?: string): { seq: number; delivered: number } {
+    return this.ws.publish(topic);
+  }
+
+  /**
+   * Matching open sockets stop sending anything at the GraphQL protocol level: no events, `ka`,
+   * `pong` (keep-alive or answer), acks, errors or completes; events meanwhile are dropped. The TCP
+   * connection stays open, incoming messages are still handled (a subscribe still starts a stream),
+   * WebSocket-level pings are still answered. Sockets opened later are not silenced. Returns how many
+   * sockets changed.
+   */
+  silence(match: SocketMatch = () => true): number {
+    return this.ws.setSilenced(match, true);
+  }
+
+  /** Matching silenced sockets send again (from the next message on). Returns how many changed. */
+  unsilence(match: SocketMatch = () => true): number {
+    return this.ws.setSilenced(match, false);
+  }
+
+  /** Drops matching sockets abruptly: no close frame (the peer sees 1006). Returns how many. */
+  terminate(match: SocketMatch = () => true): number {
+    return this.ws.terminate(match);
+  }
+
+  /** Closes matching sockets with a close frame carrying code and reason. Returns how many. */
+  closeSockets(code: number, reason = '', match: SocketMatch = () => true): number {
+    return this.ws.closeSockets(match, code, reason);
+  }
+
+  /**
+   * Ends matching streams from the server side with a protocol `error` carrying message
+   * (legacy: payload {message}; transport: payload [{message}]); the socket stays open. Returns how many.
+   */
+  errorStreams(message: string, match: StreamMatch = () => true): number {
+    return this.ws.endStreams(match, message);
+  }
+
+  /** Ends matching streams from the server side with `complete`; the socket stays open. Returns how many. */
+  completeStreams(match: StreamMatch = () => true): number {
+    return this.ws.endStreams(match, undefined);
+  }
+
   /** Emitted after a WebSocket is accepted and its protocol handler attached. */
   override on(event: 'ws-connection', fn: (ws: WebSocket, info: RecordedWsHandshake) => void): this;
+  /** Emitted when a WebSocket has closed (after openSockets() and sockets() dropped it). */
+  override on(event: 'ws-close', fn: (record: RecordedWsClose) => void): this;
   override on(event: string | symbol, fn: (...args: any[]) => void): this;
   override on(event: string | symbol, fn: (...args: any[]) => void): this {
     return super.on(event, fn);
   }
 
   /**
-   * Clears records (requests, handshakes, the issuedTokens list) and queues (tokenFailures,
+   * Clears records (requests, handshakes, wsCloses, the issuedTokens list) and queues (tokenFailures,
    * graphqlScript, rejectNextTokens, wsRefusals, usageFailures); restores `usage` to the defaults
-   * (same object) and forgets the accounts of usageFor(). Issued tokens stay valid; delays,
-   * credentials (addClient too) and pointsPerQuery are kept.
+   * (same object) and forgets the accounts of usageFor(); unsilences sockets and restarts publish()'s
+   * seq. Issued tokens, open sockets and their streams stay; delays, credentials (addClient too) and
+   * pointsPerQuery are kept.
    */
   reset(): void {
     this.tokenRequests.length = 0;
+    this.wsCloses.length = 0;
+    this.ws.setSilenced(() => true, false);
+    this.ws.resetSequence();
     this.usageRequests.length = 0;
     this.usageFailures.length = 0;
     Object.assign(this.usage, defaultAccount(DEFAULT_ACCOUNT_ID));
@@ -696,15 +709,12 @@ export class FakeBitquery extends EventEmitter {
         wake();
       }
       this.timers.clear();
-      for (const it of [...this.tickIterators]) it.finish();
-      for (const ws of this.wsServerSockets) ws.terminate();
+      this.ws.close();
       for (const res of this.openResponses) res.destroy();
       this.openResponses.clear();
       const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeAllConnections();
       for (const s of this.httpSockets) s.destroy();
-      this.legacyWss.close();
-      this.transportWss.close();
       await closed;
       this.removeAllListeners();
     })();
@@ -1033,167 +1043,27 @@ export class FakeBitquery extends EventEmitter {
       accepted,
     };
     this.wsHandshakes.push(info);
-    if (!accepted) return reject(401, 'Unauthorized');
+    if (!accepted || token === undefined) return reject(401, 'Unauthorized');
     const refusal = this.wsRefusals.shift();
     if (refusal) return reject(refusal.status, String(refusal.body ?? http.STATUS_CODES[refusal.status] ?? ''), refusal.headers);
 
-    // Legacy graphql-ws is preferred; graphql-transport-ws if that's all the client offers; else none (legacy).
-    const useTransport = !protocols.includes(LEGACY_PROTOCOL) && protocols.includes(TRANSPORT_PROTOCOL);
-    const wss = useTransport ? this.transportWss : this.legacyWss;
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      if (this.closing) return void ws.terminate();
-      this.wsServerSockets.add(ws);
-      ws.once('close', () => this.wsServerSockets.delete(ws));
-      if (useTransport) {
-        wss.emit('connection', ws, req); // graphql-ws useServer handles it
-      } else {
-        ws.on('error', () => {});
-        this.serveLegacy(ws);
-      }
-      this.emit('ws-connection', ws, info);
-    });
-  }
-
-  private buildSchema(): GraphQLSchema {
-    const schema = buildSchema(SDL);
-    const ticks = schema.getSubscriptionType()!.getFields().ticks!;
-    ticks.subscribe = (_src, args: { count?: number | null }) => {
-      const it = new TickIterator(
-        () => this.wsEventIntervalMs,
-        args.count,
-        (done) => this.tickIterators.delete(done),
-      );
-      this.tickIterators.add(it);
-      return it;
-    };
-    ticks.resolve = (payload: TickEvent) => payload.ticks;
-    const hello = schema.getQueryType()!.getFields().hello!;
-    hello.resolve = () => 'world';
-    return schema;
-  }
-
-  /** Hand-written legacy `graphql-ws` (subscriptions-transport-ws) protocol. */
-  private serveLegacy(ws: WebSocket): void {
-    const ops = new Map<string, AsyncIterableIterator<ExecutionResult> | null>();
-    let inited = false;
-    let kaTimer: NodeJS.Timeout | undefined;
-    const send = (msg: unknown) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
-    };
-    const stop = (id: string) => {
-      const it = ops.get(id);
-      ops.delete(id);
-      if (it && typeof it.return === 'function') void it.return().catch(() => {});
-    };
-
-    ws.on('message', (raw) => {
-      let msg: { type?: unknown; id?: unknown; payload?: unknown };
-      try {
-        msg = JSON.parse(Buffer.isBuffer(raw) ? raw.toString('utf8') : String(raw)) as typeof msg;
-        if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') throw new Error('bad message');
-      } catch {
-        ws.close(4400, 'Invalid message received');
-        return;
-      }
-      const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? String(msg.id) : undefined;
-      switch (msg.type) {
-        case 'connection_init': {
-          send({ type: 'connection_ack' });
-          if (!inited) {
-            inited = true;
-            send({ type: 'ka' });
-            const ms = this.keepAliveMs;
-            if (ms > 0 && Number.isFinite(ms)) kaTimer = setInterval(() => send({ type: 'ka' }), ms);
-          }
-          return;
-        }
-        case 'start': {
-          if (id === undefined) {
-            send({ type: 'error', payload: { message: 'missing operation id' } });
-            return;
-          }
-          if (!inited) {
-            send({ type: 'error', id, payload: { message: 'connection not initialised' } });
-            return;
-          }
-          if (ops.has(id)) stop(id);
-          ops.set(id, null);
-          void this.runLegacyOperation(id, msg.payload, ops, send);
-          return;
-        }
-        case 'stop':
-          if (id !== undefined) stop(id);
-          return;
-        case 'connection_terminate':
-          ws.close(1000, 'Normal Closure');
-          return;
-        default:
-          send({ type: 'error', id, payload: { message: `unknown message type ${msg.type}` } });
-      }
-    });
-
-    ws.once('close', () => {
-      if (kaTimer) clearInterval(kaTimer);
-      for (const id of [...ops.keys()]) stop(id);
-    });
-  }
-
-  private async runLegacyOperation(
-    id: string,
-    payload: unknown,
-    ops: Map<string, AsyncIterableIterator<ExecutionResult> | null>,
-    send: (msg: unknown) => void,
-  ): Promise<void> {
-    const p = (payload ?? {}) as { query?: unknown; variables?: unknown; operationName?: unknown };
-    const active = () => ops.has(id);
-    try {
-      if (typeof p.query !== 'string') throw new GraphQLError('Must provide query string.');
-      let document: DocumentNode;
-      try {
-        document = parse(p.query);
-      } catch (err) {
-        send({ type: 'error', id, payload: { message: (err as Error).message } });
-        ops.delete(id);
-        return;
-      }
-      const errors = validate(this.schema, document);
-      if (errors.length > 0) {
-        send({ type: 'error', id, payload: { message: errors.map((e) => e.message).join('; ') } });
-        ops.delete(id);
-        return;
-      }
-      const variableValues = (p.variables ?? undefined) as Record<string, unknown> | undefined;
-      const operationName = typeof p.operationName === 'string' ? p.operationName : undefined;
-      const op = getOperationAST(document, operationName);
-      const args = { schema: this.schema, document, variableValues, operationName };
-      if (op?.operation === 'subscription') {
-        const result = await subscribe(args);
-        if (!isAsyncIterable(result)) {
-          if (active()) send({ type: 'data', id, payload: result });
-        } else {
-          if (!active()) {
-            void result.return?.();
-            return;
-          }
-          ops.set(id, result);
-          for await (const event of result) {
-            if (!active()) break;
-            send({ type: 'data', id, payload: event });
-          }
-        }
-      } else {
-        const result = await execute(args);
-        if (active()) send({ type: 'data', id, payload: result });
-      }
-      if (active()) {
-        ops.delete(id);
-        send({ type: 'complete', id });
-      }
-    } catch (err) {
-      if (active()) {
-        ops.delete(id);
-        send({ type: 'error', id, payload: { message: (err as Error).message } });
-      }
-    }
+    const clientId = this.tokens.get(token)?.clientId;
+    this.ws.accept(
+      req,
+      socket,
+      head,
+      { path: url.pathname, token, clientId },
+      (ws, socketInfo) => {
+        if (this.closing) return void ws.terminate();
+        info.socketId = socketInfo.id;
+        this.wsServerSockets.add(ws);
+        this.emit('ws-connection', ws, info);
+      },
+      (ws, record) => {
+        this.wsServerSockets.delete(ws);
+        this.wsCloses.push(record);
+        this.emit('ws-close', record);
+      },
+    );
   }
 }
