@@ -4,7 +4,7 @@
  * Env: FAKE_PORT (default 8090), FAKE_HOST (default 127.0.0.1),
  *      FAKE_CLIENT_ID / FAKE_CLIENT_SECRET (default demo-client / demo-secret),
  *      FAKE_TOKEN_LIFETIME_SEC (default 17999).
- * Prints one JSON line {"url","wsUrl","tokenUrl"} on stdout once listening; closes on SIGTERM/SIGINT.
+ * Prints one JSON line {"url","wsUrl","tokenUrl","usageUrl"} on stdout once listening; closes on SIGTERM/SIGINT.
  */
 import { FakeBitquery } from './index.js';
 
@@ -19,7 +19,7 @@ const fake = await FakeBitquery.start({
   ...(lifetime !== undefined && Number.isFinite(lifetime) ? { tokenLifetimeSec: lifetime } : {}),
 });
 
-process.stdout.write(JSON.stringify({ url: fake.url, wsUrl: fake.wsUrl, tokenUrl: fake.tokenUrl }) + '\n');
+process.stdout.write(JSON.stringify({ url: fake.url, wsUrl: fake.wsUrl, tokenUrl: fake.tokenUrl, usageUrl: fake.usageUrl }) + '\n');
 
 let stopping = false;
 const shutdown = (signal: NodeJS.Signals) => {
