@@ -479,14 +479,19 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
         const url = `${wsOrigin(caller.tenant.origin)}${path}${rest ? `${rest}&` : '?'}token=${encodeURIComponent(bearer)}`;
         const a = attempt(url, protocols, { ...headers, authorization: `Bearer ${bearer}` }, handshakeTimeoutMs);
         current = a.ws;
-        return a.outcome;
+        return a.outcome.then((outcome) => {
+          if (outcome.kind === 'open') tokens.tokenWorked(bearer);
+          return outcome;
+        });
       };
 
       let attempts = 1;
+      const sentAt = performance.now();
       let outcome = await connect(token);
       if (outcome.kind === 'status' && outcome.status === 401 && !gone) {
-        // Bitquery checks the token at the handshake only: a 401 here means this token is no good.
-        const fresh = await tokens.tokenRejected(token, config.tokenWaitMs);
+        // Bitquery checks the token at the handshake only: a 401 here means this token is no good,
+        // unless it was seen to work since (the 401 was then about this handshake).
+        const fresh = await tokens.tokenRejected(token, config.tokenWaitMs, sentAt);
         if (fresh !== undefined && !gone) {
           attempts += 1;
           outcome = await connect(fresh);
