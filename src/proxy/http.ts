@@ -11,7 +11,7 @@ import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config.js';
 import { provesToken, TokenUnavailableError } from '../token/index.js';
 import { sendError, upstreamFailure, writeError } from './errors.js';
-import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
+import { headerLimit, upstreamRequestHeaders, withAuthorization, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
 import { ClientLink, relay } from './relay.js';
 
@@ -103,6 +103,8 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
 
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
     const { tenant, keyName } = request.caller!;
+    const tooMany = headerLimit(request.raw.rawHeaders);
+    if (tooMany) return sendError(reply, tooMany.status, tooMany.error, tooMany.message);
     const body = request.body as Buffer | undefined;
     const outcome = new ProxyOutcome(request.raw.socket, body?.length ?? 0);
     request.proxyOutcome = outcome;
@@ -133,7 +135,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
         request: {
           path: target,
           method: request.method as Dispatcher.HttpMethod,
-          headers: { ...headers, authorization: `Bearer ${bearer}` },
+          headers: withAuthorization(headers, bearer),
           body,
           headersTimeout: config.upstreamTimeoutMs,
           bodyTimeout: config.upstreamTimeoutMs,

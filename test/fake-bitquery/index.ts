@@ -303,7 +303,7 @@ export class FakeBitquery extends EventEmitter {
    * answer 401 anyway (a revoked / old-plan token). Requests already unauthorized don't consume it.
    */
   rejectNextTokens = 0;
-  /** Queue: each authorized WebSocket handshake shifts one and is refused with it (e.g. 429 Too Many Sessions). */
+  /** Queue: each authorized WebSocket handshake shifts one and is refused with it (e.g. 429 Too Many Sessions), after its delayMs. */
   wsRefusals: ScriptedResponse[] = [];
   /** Every token request, in order. */
   readonly tokenRequests: RecordedTokenRequest[] = [];
@@ -780,7 +780,11 @@ export class FakeBitquery extends EventEmitter {
     this.wsHandshakes.push(info);
     if (!accepted) return reject(401, 'Unauthorized');
     const refusal = this.wsRefusals.shift();
-    if (refusal) return reject(refusal.status, String(refusal.body ?? http.STATUS_CODES[refusal.status] ?? ''), refusal.headers);
+    if (refusal) {
+      const text = String(refusal.body ?? http.STATUS_CODES[refusal.status] ?? '');
+      void this.delay(refusal.delayMs ?? 0).then(() => reject(refusal.status, text, refusal.headers));
+      return;
+    }
 
     // Legacy graphql-ws is preferred; graphql-transport-ws if that's all the client offers; else none (legacy).
     const useTransport = !protocols.includes(LEGACY_PROTOCOL) && protocols.includes(TRANSPORT_PROTOCOL);
