@@ -40,7 +40,8 @@ export type TokenFailure =
   | { kind: 'invalid-json' } // 200 with a non-JSON body
   | { kind: 'missing-fields' } // 200 JSON without access_token/expires_in
   | { kind: 'hang' } // never answers (until close())
-  | { kind: 'reset' }; // destroys the socket without answering
+  | { kind: 'reset' } // destroys the socket without answering
+  | { kind: 'echo'; status: number }; // a Hydra-style error whose error_description quotes the request as received
 
 /** A canned answer for one authorized GraphQL HTTP request. */
 export interface ScriptedResponse {
@@ -572,6 +573,13 @@ export class FakeBitquery extends EventEmitter {
         case 'reset':
           req.socket.destroy();
           return;
+        case 'echo': {
+          // What a careless endpoint (or a proxy in front of it) does: quote what it was sent.
+          const quoted = `form ${JSON.stringify(form)}, body ${body.toString('utf8')}, authorization ${req.headers.authorization ?? 'none'}`;
+          const echo = { error: 'invalid_client', error_description: `cannot authenticate: ${quoted}`, status_code: failure.status };
+          respond(res, failure.status, HYDRA_HEADERS, JSON.stringify(echo));
+          return;
+        }
       }
     }
 
