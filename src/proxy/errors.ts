@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'not_found'
   | 'method_not_allowed'
   | 'payload_too_large'
+  | 'request_header_fields_too_large'
   | 'bad_request'
   | 'unauthorized'
   | 'forbidden'

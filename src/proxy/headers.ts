@@ -1,6 +1,21 @@
 // Which headers cross the proxy. Inbound credentials never reach Bitquery; hop-by-hop headers
 // belong to one connection and are never forwarded in either direction (RFC 9110 7.6.1).
 import type { IncomingHttpHeaders } from 'node:http';
+import type { ErrorCode } from './errors.js';
+
+/**
+ * The most header lines a proxied request (or WebSocket handshake) may carry; more gets 431.
+ * Browsers send about 20. Node itself accepts 2000, and an upstream that accepts fewer drops the
+ * ones past its limit: with enough of them a client could push the proxy's Authorization out and
+ * provoke 401s, each of which would cost a token renewal.
+ */
+export const MAX_REQUEST_HEADERS = 100;
+
+/** The refusal for a request with more than MAX_REQUEST_HEADERS header lines, else undefined. */
+export function headerLimit(rawHeaders: readonly string[]): { status: 431; error: ErrorCode; message: string } | undefined {
+  if (rawHeaders.length / 2 <= MAX_REQUEST_HEADERS) return undefined;
+  return { status: 431, error: 'request_header_fields_too_large', message: `the request has ${rawHeaders.length / 2} header lines; at most ${MAX_REQUEST_HEADERS} are accepted` };
+}
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -44,6 +59,19 @@ function filter(headers: Headers, dropped: Set<string>): Record<string, string |
 /** Inbound headers minus credentials and hop-by-hop ones; the caller adds Authorization per attempt. */
 export function upstreamRequestHeaders(inbound: IncomingHttpHeaders): Record<string, string | string[]> {
   return filter(inbound, DROPPED_REQUEST);
+}
+
+/**
+ * The headers of one upstream attempt, Authorization first: undici writes them in this order, so
+ * no number of client headers comes before it. A flat list, because an object would put headers
+ * with numeric names ahead of every other.
+ */
+export function withAuthorization(headers: Record<string, string | string[]>, bearer: string): string[] {
+  const list = ['authorization', `Bearer ${bearer}`];
+  for (const [name, value] of Object.entries(headers)) {
+    for (const one of Array.isArray(value) ? value : [value]) list.push(name, one);
+  }
+  return list;
 }
 
 const NONE = new Set<string>();

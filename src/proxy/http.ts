@@ -9,9 +9,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config.js';
-import { TokenUnavailableError } from '../token/index.js';
+import { provesToken, TokenUnavailableError } from '../token/index.js';
 import { sendError, upstreamFailure, writeError } from './errors.js';
-import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
+import { headerLimit, upstreamRequestHeaders, withAuthorization, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
 import { ClientLink, relay } from './relay.js';
 
@@ -103,6 +103,8 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
 
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
     const { tenant, keyName } = request.caller!;
+    const tooMany = headerLimit(request.raw.rawHeaders);
+    if (tooMany) return sendError(reply, tooMany.status, tooMany.error, tooMany.message);
     const body = request.body as Buffer | undefined;
     const outcome = new ProxyOutcome(request.raw.socket, body?.length ?? 0);
     request.proxyOutcome = outcome;
@@ -133,7 +135,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
         request: {
           path: target,
           method: request.method as Dispatcher.HttpMethod,
-          headers: { ...headers, authorization: `Bearer ${bearer}` },
+          headers: withAuthorization(headers, bearer),
           body,
           headersTimeout: config.upstreamTimeoutMs,
           bodyTimeout: config.upstreamTimeoutMs,
@@ -143,17 +145,19 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
         hold,
         holdLimit: MAX_401_BODY,
         onStatus: (status) => {
+          if (provesToken(status)) tenant.tokens.tokenWorked(bearer);
           outcome.upstreamStatus = status;
           outcome.upstreamMs = Math.round((performance.now() - started) * 100) / 100;
         },
       });
     };
 
+    const sentAt = performance.now();
     let result = await send(token, 401);
     if (result.kind === 'held') {
       // The 401 is kept so it can be passed back if no other token is to be had.
       const first = result;
-      const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs);
+      const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs, sentAt);
       if (client.gone) return;
       if (fresh === undefined) {
         reply.raw.writeHead(first.status, { ...baseHeaders, ...first.headers, 'content-length': first.body.length }).end(first.body);

@@ -14,7 +14,7 @@ import type { Config } from '../config.js';
 import { redactUrl } from '../log.js';
 import { TokenUnavailableError } from '../token/index.js';
 import { upstreamFailure, type ErrorCode } from './errors.js';
-import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
+import { headerLimit, upstreamRequestHeaders, withoutTokenParam } from './headers.js';
 
 export interface WsProxyOptions {
   config: Config;
@@ -477,16 +477,21 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
       // The URL holds the token: it is never logged, nor is any error message that could quote it.
       const connect = (bearer: string) => {
         const url = `${wsOrigin(caller.tenant.origin)}${path}${rest ? `${rest}&` : '?'}token=${encodeURIComponent(bearer)}`;
-        const a = attempt(url, protocols, { ...headers, authorization: `Bearer ${bearer}` }, handshakeTimeoutMs);
+        const a = attempt(url, protocols, { authorization: `Bearer ${bearer}`, ...headers }, handshakeTimeoutMs);
         current = a.ws;
-        return a.outcome;
+        return a.outcome.then((outcome) => {
+          if (outcome.kind === 'open') tokens.tokenWorked(bearer);
+          return outcome;
+        });
       };
 
       let attempts = 1;
+      const sentAt = performance.now();
       let outcome = await connect(token);
       if (outcome.kind === 'status' && outcome.status === 401 && !gone) {
-        // Bitquery checks the token at the handshake only: a 401 here means this token is no good.
-        const fresh = await tokens.tokenRejected(token, config.tokenWaitMs);
+        // Bitquery checks the token at the handshake only: a 401 here means this token is no good,
+        // unless it was seen to work since (the 401 was then about this handshake).
+        const fresh = await tokens.tokenRejected(token, config.tokenWaitMs, sentAt);
         if (fresh !== undefined && !gone) {
           attempts += 1;
           outcome = await connect(fresh);
@@ -572,6 +577,8 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
     }
     const caller = resolveCaller(req.headers);
     if (isRefusal(caller)) return refused(socket, path, caller.status, caller.error, caller.message);
+    const tooMany = headerLimit(req.rawHeaders);
+    if (tooMany) return refused(socket, path, tooMany.status, tooMany.error, tooMany.message);
     if (streams.size + pending.size >= config.wsMaxStreams) {
       return refused(socket, path, 503, 'too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
     }

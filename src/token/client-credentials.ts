@@ -3,11 +3,15 @@ import { readFileSync } from 'node:fs';
 import { request, type Dispatcher } from 'undici';
 import type { ClientCredentials } from '../config.js';
 import { readCapped } from '../read-capped.js';
+import { clip, scrubSecrets } from '../scrub.js';
 import { TokenRequestError, type Token } from './types.js';
 import { watchFile } from './watch-file.js';
 
 /** A token response is a few hundred bytes; anything much larger is not one. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
+/** The most of the endpoint's own words (`error`, `error_description`) kept in a message. */
+const MAX_ERROR_CHARS = 64;
+const MAX_DESCRIPTION_CHARS = 200;
 
 export interface ClientCredentialsOptions {
   credentials: ClientCredentials;
@@ -46,10 +50,14 @@ export class ClientCredentialsSource {
       accept: 'application/json',
     };
     const secret = this.secret();
+    // What the endpoint may echo back: the secret (also inside the Basic value) never leaves in its text.
+    const secrets = [secret];
     if (authMethod === 'basic') {
       // RFC 6749 2.3.1: form-urlencode each part before joining them for Basic.
       const enc = (s: string) => encodeURIComponent(s).replace(/%20/g, '+');
-      headers.authorization = `Basic ${Buffer.from(`${enc(clientId)}:${enc(secret)}`).toString('base64')}`;
+      const basic = Buffer.from(`${enc(clientId)}:${enc(secret)}`).toString('base64');
+      secrets.push(basic);
+      headers.authorization = `Basic ${basic}`;
     } else {
       form.set('client_id', clientId);
       form.set('client_secret', secret);
@@ -71,7 +79,7 @@ export class ClientCredentialsSource {
     } catch (err) {
       throw new TokenRequestError(`token endpoint unreachable: ${describeNetworkError(err, this.options.timeoutMs)}`);
     }
-    return parseTokenResponse(status, text, obtainedAt);
+    return parseTokenResponse(status, text, obtainedAt, secrets);
   }
 }
 
@@ -83,13 +91,18 @@ export function describeNetworkError(err: unknown, timeoutMs: number): string {
   return code && !message.includes(code) ? `${code}: ${message}` : message;
 }
 
-/** Hydra's error bodies are JSON with `error` and `error_description`; echo only those fields. */
-function oauthError(text: string): string {
+/**
+ * Hydra's error bodies are JSON with `error` and `error_description`; echo only those fields,
+ * without the secrets (an endpoint that echoes the form it got would quote the client secret),
+ * and short.
+ */
+function oauthError(text: string, secrets: string[]): string {
+  const own = (value: string, max: number) => clip(scrubSecrets(value, secrets), max);
   try {
     const body = JSON.parse(text) as { error?: unknown; error_description?: unknown };
     if (typeof body.error === 'string') {
-      const description = typeof body.error_description === 'string' ? `: ${body.error_description.slice(0, 200)}` : '';
-      return `${body.error}${description}`;
+      const description = typeof body.error_description === 'string' ? `: ${own(body.error_description, MAX_DESCRIPTION_CHARS)}` : '';
+      return `${own(body.error, MAX_ERROR_CHARS)}${description}`;
     }
   } catch {
     // not JSON: fall through to a generic description
@@ -97,12 +110,12 @@ function oauthError(text: string): string {
   return 'no OAuth error in the body';
 }
 
-function parseTokenResponse(status: number, text: string, obtainedAt: number): Token {
+function parseTokenResponse(status: number, text: string, obtainedAt: number, secrets: string[]): Token {
   if (status === 400 || status === 401 || status === 403) {
-    throw new TokenRequestError(`token endpoint rejected the credentials (HTTP ${status}, ${oauthError(text)})`, true);
+    throw new TokenRequestError(`token endpoint rejected the credentials (HTTP ${status}, ${oauthError(text, secrets)})`, true);
   }
   if (status !== 200) {
-    throw new TokenRequestError(`token endpoint answered HTTP ${status} (${oauthError(text)})`);
+    throw new TokenRequestError(`token endpoint answered HTTP ${status} (${oauthError(text, secrets)})`);
   }
   let body: { access_token?: unknown; expires_in?: unknown; token_type?: unknown };
   try {
@@ -119,7 +132,7 @@ function parseTokenResponse(status: number, text: string, obtainedAt: number): T
     throw new TokenRequestError('token endpoint response has no positive expires_in');
   }
   if (type !== undefined && (typeof type !== 'string' || type.toLowerCase() !== 'bearer')) {
-    throw new TokenRequestError(`token endpoint issued a token of type "${String(type).slice(0, 20)}", not bearer`);
+    throw new TokenRequestError(`token endpoint issued a token of type "${clip(scrubSecrets(String(type), [...secrets, value]), 20)}", not bearer`);
   }
   return { value, obtainedAt, expiresAt: obtainedAt + seconds * 1000 };
 }

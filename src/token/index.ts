@@ -5,7 +5,7 @@ import { TokenRefresher } from './refresher.js';
 import { StaticTokenProvider } from './static-token.js';
 import type { TokenProvider } from './types.js';
 
-export { TokenUnavailableError, type TokenProvider, type Readiness } from './types.js';
+export { provesToken, TokenUnavailableError, type TokenProvider, type Readiness } from './types.js';
 
 /** The token holder for one credential set; call start() to fetch the first token. */
 export function createTokenProvider({ credentials }: CredentialSet, config: Config, logger: Logger): TokenProvider {

@@ -60,6 +60,10 @@ export class TokenRefresher implements TokenProvider {
   private lastError?: string;
   /** Set while waiting out a backoff: requests then wait for the scheduled attempt instead of forcing one. */
   private backingOff = false;
+  /** When the scheduled token request is due (epoch ms); Infinity when none is. */
+  private nextAttemptAt = Infinity;
+  /** When the upstream last accepted the current token (performance.now()). */
+  private workedAt = -Infinity;
   private stopped = false;
   private lastForcedAt = -Infinity;
   /** Credentials changed while a request was in flight with the old ones: request again after it. */
@@ -122,11 +126,13 @@ export class TokenRefresher implements TokenProvider {
   private async fetchOnce(): Promise<Token> {
     this.timer?.cancel();
     this.backingOff = false;
+    this.nextAttemptAt = Infinity;
     const { logger } = this.options;
     logger.debug('requesting a token');
     try {
       const token = await this.options.source.fetch();
       this.current = token;
+      this.workedAt = -Infinity;
       this.failures = 0;
       this.lastError = undefined;
       const lifetimeMs = token.expiresAt - token.obtainedAt;
@@ -154,8 +160,10 @@ export class TokenRefresher implements TokenProvider {
   }
 
   private schedule(delayMs: number): void {
-    if (this.stopped) return;
     this.timer?.cancel();
+    this.nextAttemptAt = Infinity;
+    if (this.stopped) return;
+    this.nextAttemptAt = Date.now() + delayMs;
     this.timer = setLongTimeout(() => this.kick(), delayMs);
   }
 
@@ -164,14 +172,19 @@ export class TokenRefresher implements TokenProvider {
     for (;;) {
       const token = this.current;
       if (token && isUsable(token)) return token.value;
-      // Expired without a failure pending (a laptop woke from sleep; timers did not run): renew now.
-      if (!this.inflight && !this.backingOff) this.kick();
+      // Expired without a failure pending, or a retry overdue (a laptop woke from sleep; timers did not run): renew now.
+      if (!this.inflight && (!this.backingOff || this.nextAttemptAt <= Date.now())) this.kick();
       const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new TokenUnavailableError(this.lastError ? `no valid Bitquery token: ${this.lastError}` : 'no valid Bitquery token yet');
-      }
+      // Waiting helps only when a token request is under way or due before the deadline.
+      if (left <= 0 || (!this.inflight && this.nextAttemptAt >= deadline)) throw this.unavailable();
       await this.nextSettle(left);
     }
+  }
+
+  private unavailable(): TokenUnavailableError {
+    if (!this.lastError) return new TokenUnavailableError('no valid Bitquery token yet');
+    const next = this.nextAttemptAt === Infinity ? '' : `; next token request in ${Math.max(1, Math.ceil((this.nextAttemptAt - Date.now()) / 1000))} s`;
+    return new TokenUnavailableError(`no valid Bitquery token: ${this.lastError}${next}`);
   }
 
   /** Resolves when a token request settles or after `ms`, whichever is first; leaves nothing behind. */
@@ -187,10 +200,18 @@ export class TokenRefresher implements TokenProvider {
     });
   }
 
-  async tokenRejected(rejected: string, waitMs: number): Promise<string | undefined> {
+  tokenWorked(token: string): void {
+    if (this.current?.value === token) this.workedAt = performance.now();
+  }
+
+  async tokenRejected(rejected: string, waitMs: number, sentAt: number): Promise<string | undefined> {
     const current = this.current;
     if (current && current.value !== rejected && isUsable(current)) return current.value;
     if (current?.value === rejected) {
+      if (this.workedAt >= sentAt) {
+        this.options.logger.debug('upstream answered 401 although the token worked since the request was sent: not renewing');
+        return undefined;
+      }
       if (Date.now() - this.lastForcedAt < MIN_FORCED_RENEWAL_INTERVAL_MS) return undefined;
       this.lastForcedAt = Date.now();
       this.options.logger.info('upstream rejected the token (401): renewing it');

@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { StaticToken } from '../config.js';
-import type { Readiness, TokenProvider } from './types.js';
+import { TokenUnavailableError, type Readiness, type TokenProvider } from './types.js';
 import { watchFile, type FileWatch } from './watch-file.js';
 
 export interface StaticTokenOptions {
@@ -13,10 +13,22 @@ export interface StaticTokenOptions {
   logger: Logger;
 }
 
+const REJECTED = 'the upstream rejected the static token (401): generate a new one and update BITQUERY_TOKEN or BITQUERY_TOKEN_FILE';
+
+/**
+ * While the token is known to be rejected, requests are answered 503 at once, except one this
+ * often, which is sent upstream to notice a token that works again (the 401 may have been a fluke).
+ */
+const RECHECK_INTERVAL_MS = 1000;
+
 export class StaticTokenProvider implements TokenProvider {
   private value: string;
   /** The token the upstream last answered 401 to; readiness reports it until the token changes. */
   private rejected?: string;
+  /** When the rejected token was last let through to the upstream (performance.now()). */
+  private checkedAt = -Infinity;
+  /** When the upstream last accepted the current token (performance.now()). */
+  private workedAt = -Infinity;
   private watch?: FileWatch;
 
   constructor(private readonly options: StaticTokenOptions) {
@@ -37,6 +49,7 @@ export class StaticTokenProvider implements TokenProvider {
   private use(text: string): void {
     if (text === this.value) return;
     this.value = text;
+    this.workedAt = -Infinity;
     this.options.logger.info('BITQUERY_TOKEN_FILE changed: using the new token');
   }
 
@@ -46,17 +59,29 @@ export class StaticTokenProvider implements TokenProvider {
   }
 
   readiness(): Readiness {
-    if (this.rejected === this.value) {
-      return { ready: false, reason: 'the upstream rejected the static token (401): generate a new one and update BITQUERY_TOKEN or BITQUERY_TOKEN_FILE' };
-    }
+    if (this.rejected === this.value) return { ready: false, reason: REJECTED };
     return { ready: true };
   }
 
   async getToken(): Promise<string> {
+    if (this.rejected === this.value) {
+      const now = performance.now();
+      if (now - this.checkedAt < RECHECK_INTERVAL_MS) throw new TokenUnavailableError(REJECTED);
+      this.checkedAt = now;
+    }
     return this.value;
   }
 
-  async tokenRejected(rejected: string): Promise<string | undefined> {
+  tokenWorked(token: string): void {
+    if (token !== this.value) return;
+    this.workedAt = performance.now();
+    if (this.rejected === token) {
+      this.rejected = undefined;
+      this.options.logger.info('the upstream accepts the static token again');
+    }
+  }
+
+  async tokenRejected(rejected: string, _waitMs: number, sentAt: number): Promise<string | undefined> {
     const { token, logger } = this.options;
     if ('file' in token) {
       // The file may have changed a moment ago, before the watcher said so.
@@ -64,10 +89,10 @@ export class StaticTokenProvider implements TokenProvider {
       if (text) this.use(text);
     }
     if (this.value !== rejected) return this.value;
-    if (this.rejected !== rejected) {
-      logger.error('the upstream rejected the static token (401): generate a new one and update BITQUERY_TOKEN or BITQUERY_TOKEN_FILE');
-    }
+    if (this.workedAt >= sentAt) return undefined;
+    if (this.rejected !== rejected) logger.error(REJECTED);
     this.rejected = rejected;
+    this.checkedAt = performance.now();
     return undefined;
   }
 }

@@ -19,14 +19,34 @@ export interface Readiness {
 export interface TokenProvider {
   start(): void;
   stop(): void;
-  /** A valid token, waiting up to `waitMs` for one; rejects with TokenUnavailableError. */
+  /**
+   * A valid token, waiting up to `waitMs` for one. Rejects with TokenUnavailableError, at once when
+   * no token request can end before then (none under way and the next one due later), else when
+   * the wait is over.
+   */
   getToken(waitMs: number): Promise<string>;
   /**
-   * The upstream answered 401 to `rejected`. Resolves to a different token worth one retry
-   * (fresh, or obtained meanwhile by another request), or undefined when there is none.
+   * The upstream accepted `token`: an HTTP answer for which provesToken() holds, or an opened
+   * WebSocket. A 401 to a request sent before this was seen is then not taken as the token's fault.
    */
-  tokenRejected(rejected: string, waitMs: number): Promise<string | undefined>;
+  tokenWorked(token: string): void;
+  /**
+   * The upstream answered 401 to `rejected`, on a request sent at `sentAt` (performance.now()).
+   * Resolves to a different token worth one retry (fresh, or obtained meanwhile by another request),
+   * or undefined when there is none, or when the token was seen to work since `sentAt`: the 401 was
+   * then about that request, not the token, and no token request is made.
+   */
+  tokenRejected(rejected: string, waitMs: number, sentAt: number): Promise<string | undefined>;
   readiness(): Readiness;
+}
+
+/**
+ * Whether an upstream answer shows that the token it carried was accepted: only a 2xx does.
+ * Bitquery answers 403 to an expired token at some gateways, and other 4xx and 5xx can come from
+ * a gateway before the token is looked at, so none of those is evidence either way.
+ */
+export function provesToken(status: number): boolean {
+  return status >= 200 && status < 300;
 }
 
 /** No valid token could be had within the wait: answered 503. */

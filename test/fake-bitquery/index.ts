@@ -104,7 +104,8 @@ export type TokenFailure =
   | { kind: 'invalid-json' } // 200 with a non-JSON body
   | { kind: 'missing-fields' } // 200 JSON without access_token/expires_in
   | { kind: 'hang' } // never answers (until close())
-  | { kind: 'reset' }; // destroys the socket without answering
+  | { kind: 'reset' } // destroys the socket without answering
+  | { kind: 'echo'; status: number }; // a Hydra-style error whose error_description quotes the request as received
 
 /** A failure the Usage API should produce instead of its normal answer. */
 export type UsageFailure =
@@ -409,7 +410,7 @@ export class FakeBitquery extends EventEmitter {
    * answer 401 anyway (a revoked / old-plan token). Requests already unauthorized don't consume it.
    */
   rejectNextTokens = 0;
-  /** Queue: each authorized WebSocket handshake shifts one and is refused with it (e.g. 429 Too Many Sessions). */
+  /** Queue: each authorized WebSocket handshake shifts one and is refused with it (e.g. 429 Too Many Sessions), after its delayMs. */
   wsRefusals: ScriptedResponse[] = [];
   /** Every token request, in order. */
   readonly tokenRequests: RecordedTokenRequest[] = [];
@@ -799,6 +800,13 @@ export class FakeBitquery extends EventEmitter {
         case 'reset':
           req.socket.destroy();
           return;
+        case 'echo': {
+          // What a careless endpoint (or a proxy in front of it) does: quote what it was sent.
+          const quoted = `form ${JSON.stringify(form)}, body ${body.toString('utf8')}, authorization ${req.headers.authorization ?? 'none'}`;
+          const echo = { error: 'invalid_client', error_description: `cannot authenticate: ${quoted}`, status_code: failure.status };
+          respond(res, failure.status, HYDRA_HEADERS, JSON.stringify(echo));
+          return;
+        }
       }
     }
 
@@ -1045,7 +1053,11 @@ export class FakeBitquery extends EventEmitter {
     this.wsHandshakes.push(info);
     if (!accepted || token === undefined) return reject(401, 'Unauthorized');
     const refusal = this.wsRefusals.shift();
-    if (refusal) return reject(refusal.status, String(refusal.body ?? http.STATUS_CODES[refusal.status] ?? ''), refusal.headers);
+    if (refusal) {
+      const text = String(refusal.body ?? http.STATUS_CODES[refusal.status] ?? '');
+      void this.delay(refusal.delayMs ?? 0).then(() => reject(refusal.status, text, refusal.headers));
+      return;
+    }
 
     const clientId = this.tokens.get(token)?.clientId;
     this.ws.accept(

@@ -85,10 +85,10 @@ t.test('forty concurrent 401s on the same token cause exactly one renewal', asyn
   const r = refresher(f);
   r.start();
   const first = await r.getToken(1000);
-  const fresh = await Promise.all(Array.from({ length: 40 }, () => r.tokenRejected(first, 1000)));
+  const fresh = await Promise.all(Array.from({ length: 40 }, () => r.tokenRejected(first, 1000, performance.now())));
   t.equal(f.calls, 2);
   t.same(new Set(fresh), new Set(['token-2']));
-  t.equal(await r.tokenRejected(first, 1000), 'token-2', 'a late 401 on the old token gets the new one without a request');
+  t.equal(await r.tokenRejected(first, 1000, performance.now()), 'token-2', 'a late 401 on the old token gets the new one without a request');
   t.equal(f.calls, 2);
   r.stop();
 });
@@ -97,9 +97,9 @@ t.test('401s force at most one renewal a second', async (t) => {
   const f = source([HOUR]);
   const r = refresher(f);
   const first = await r.getToken(1000);
-  const second = await r.tokenRejected(first, 1000);
+  const second = await r.tokenRejected(first, 1000, performance.now());
   t.equal(second, 'token-2');
-  t.equal(await r.tokenRejected(second!, 1000), undefined, 'the fresh token is rejected too: no third request now');
+  t.equal(await r.tokenRejected(second!, 1000, performance.now()), undefined, 'the fresh token is rejected too: no third request now');
   t.equal(f.calls, 2);
   r.stop();
 });
