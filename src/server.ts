@@ -3,33 +3,23 @@
 import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { originAllowed, type ResolveCaller, type Tenant } from './auth/caller.js';
-import type { Config } from './config.js';
+import { originAllowed, type ResolveCaller } from './auth/caller.js';
+import type { Config } from './config/index.js';
+import { readiness, type CredentialSet } from './credential-set.js';
 import { accessLogger } from './log.js';
 import { sendError } from './proxy/errors.js';
 import { httpProxy } from './proxy/http.js';
-import type { Readiness } from './token/index.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
 
 export interface ServerParts {
   config: Config;
   logger: Logger;
-  tenants: Map<string, Tenant>;
+  credentialSets: Map<string, CredentialSet>;
   resolveCaller: ResolveCaller;
 }
 
-/**
- * One credential set: its own readiness. Several: ready while any set holds a valid token (one
- * team's revoked credentials must not take the gateway from the others), with each set's detail.
- */
-function readiness(tenants: Map<string, Tenant>): Readiness | { ready: boolean; credentials: Record<string, Readiness> } {
-  if (tenants.size === 1) return [...tenants.values()][0]!.tokens.readiness();
-  const credentials = Object.fromEntries([...tenants.values()].map((t) => [t.name, t.tokens.readiness()]));
-  return { ready: Object.values(credentials).some((r) => r.ready), credentials };
-}
-
-export async function buildServer({ config, logger, tenants, resolveCaller }: ServerParts): Promise<FastifyInstance> {
+export async function buildServer({ config, logger, credentialSets, resolveCaller }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
@@ -43,7 +33,7 @@ export async function buildServer({ config, logger, tenants, resolveCaller }: Se
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
-    const state = readiness(tenants);
+    const state = readiness(credentialSets);
     return reply.code(state.ready ? 200 : 503).send(state);
   });
 
@@ -80,7 +70,7 @@ export async function buildServer({ config, logger, tenants, resolveCaller }: Se
         reqId: request.id,
         req: request,
         ...(request.caller?.keyName && { key: request.caller.keyName }),
-        ...(request.caller && tenants.size > 1 && { credentials: request.caller.tenant.name }),
+        ...(request.caller && credentialSets.size > 1 && { credentials: request.caller.credentialSet.name }),
         status: reply.statusCode,
         ...outcome?.fields(),
         ms: Math.round(reply.elapsedTime * 100) / 100,

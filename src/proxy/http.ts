@@ -8,7 +8,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
-import type { Config } from '../config.js';
+import type { Config } from '../config/index.js';
 import { TokenUnavailableError } from '../token/index.js';
 import { sendError, upstreamFailure, writeError } from './errors.js';
 import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
@@ -102,7 +102,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
   }
 
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
-    const { tenant, keyName } = request.caller!;
+    const { credentialSet, keyName } = request.caller!;
     const body = request.body as Buffer | undefined;
     const outcome = new ProxyOutcome(request.raw.socket, body?.length ?? 0);
     request.proxyOutcome = outcome;
@@ -112,7 +112,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
 
     let token: string;
     try {
-      token = await tenant.tokens.getToken(config.tokenWaitMs);
+      token = await credentialSet.tokens.getToken(config.tokenWaitMs);
     } catch (err) {
       if (err instanceof TokenUnavailableError) return sendError(reply, 503, 'token_unavailable', err.message);
       throw err;
@@ -129,7 +129,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       outcome.attempts += 1;
       const started = performance.now();
       return relay({
-        upstream: tenant.upstream,
+        upstream: credentialSet.upstream,
         request: {
           path: target,
           method: request.method as Dispatcher.HttpMethod,
@@ -153,7 +153,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     if (result.kind === 'held') {
       // The 401 is kept so it can be passed back if no other token is to be had.
       const first = result;
-      const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs);
+      const fresh = await credentialSet.tokens.tokenRejected(token, config.tokenWaitMs);
       if (client.gone) return;
       if (fresh === undefined) {
         reply.raw.writeHead(first.status, { ...baseHeaders, ...first.headers, 'content-length': first.body.length }).end(first.body);

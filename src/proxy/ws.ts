@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
-import type { Config } from '../config.js';
+import type { Config } from '../config/index.js';
 import { redactUrl } from '../log.js';
 import { TokenUnavailableError } from '../token/index.js';
 import { upstreamFailure, type ErrorCode } from './errors.js';
@@ -431,7 +431,7 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
     caller: Caller,
     release: () => void,
   ): Promise<void> {
-    const { tokens } = caller.tenant;
+    const { tokens } = caller.credentialSet;
     let handedOver = false;
     let gone = false;
     let current: WebSocket | undefined;
@@ -476,7 +476,7 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
       }
       // The URL holds the token: it is never logged, nor is any error message that could quote it.
       const connect = (bearer: string) => {
-        const url = `${wsOrigin(caller.tenant.origin)}${path}${rest ? `${rest}&` : '?'}token=${encodeURIComponent(bearer)}`;
+        const url = `${wsOrigin(caller.credentialSet.origin)}${path}${rest ? `${rest}&` : '?'}token=${encodeURIComponent(bearer)}`;
         const a = attempt(url, protocols, { ...headers, authorization: `Bearer ${bearer}` }, handshakeTimeoutMs);
         current = a.ws;
         return a.outcome;
