@@ -3,7 +3,7 @@
 import { request } from 'undici';
 import { readSecretFile, type Config, type CredentialSetConfig } from './config/index.js';
 import { describeNetworkError, ClientCredentialsSource } from './token/client-credentials.js';
-import { upstreamFailure } from './proxy/errors.js';
+import { certificateRefused, upstreamFailure } from './errors.js';
 
 /** A failed step, with what to do about it. */
 export class CommandError extends Error {
@@ -69,8 +69,9 @@ export async function check(config: Config, say: (line: string) => void): Promis
     status = res.statusCode;
     await res.body.dump();
   } catch (err) {
+    // A timeout or a refused certificate is said best by the catalogue; other failures by the socket error itself.
     const failure = upstreamFailure(err);
-    const detail = failure.message.includes('could not be reached') ? describeNetworkError(err, config.upstreamTimeoutMs) : failure.message;
+    const detail = failure.code === 'upstream_unreachable' && !certificateRefused(err) ? describeNetworkError(err, config.upstreamTimeoutMs) : failure.message;
     throw new CommandError(`upstream failed: POST ${url}: ${detail}`);
   }
   if (status !== 200) {

@@ -7,7 +7,7 @@ import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
 import { accessLogger } from './log.js';
-import { sendError } from './proxy/errors.js';
+import { ProxyError, sendError } from './errors.js';
 import { httpProxy } from './proxy/http.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
@@ -45,19 +45,19 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
   });
 
   app.setNotFoundHandler((request, reply) =>
-    sendError(reply, 404, 'not_found', `nothing at ${request.method} ${request.url.split('?')[0]}; proxied paths: ${config.paths.join(', ')}`),
+    sendError(reply, new ProxyError('not_found', `nothing at ${request.method} ${request.url.split('?')[0]}; proxied paths: ${config.paths.join(', ')}`)),
   );
 
   app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, request, reply) => {
+    if (err instanceof ProxyError) return sendError(reply, err);
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return sendError(reply, 413, 'payload_too_large', `the request body is larger than BODY_LIMIT (${config.bodyLimit} bytes)`);
+      return sendError(reply, new ProxyError('payload_too_large', `the request body is larger than BODY_LIMIT (${config.bodyLimit} bytes)`));
     }
-    if (err.code === 'rate_limited') return sendError(reply, 429, 'rate_limited', err.message);
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
-      return sendError(reply, err.statusCode, 'bad_request', err.message);
+      return sendError(reply, new ProxyError('bad_request', err.message, { status: err.statusCode }));
     }
     request.log.error({ err }, 'unexpected error');
-    return sendError(reply, 500, 'internal_error', 'the proxy failed to handle the request');
+    return sendError(reply, new ProxyError('internal_error'));
   });
 
   const access = accessLogger(logger);

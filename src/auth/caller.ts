@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Config, KeyPolicy } from '../config/index.js';
 import { isLoopbackHost } from '../config/urls.js';
 import type { CredentialSet } from '../credential-set.js';
+import { ProxyError } from '../errors.js';
 import type { KeyStore } from './key-store.js';
 import { presentedKey } from './keys.js';
 
@@ -12,12 +13,6 @@ export interface Caller {
   keyName?: string;
   credentialSet: CredentialSet;
   policy: KeyPolicy;
-}
-
-export interface Refusal {
-  status: 401 | 403;
-  error: 'unauthorized' | 'forbidden' | 'forbidden_origin';
-  message: string;
 }
 
 /** scheme://host[:port] of an http(s) origin, capturing the host. */
@@ -32,11 +27,8 @@ export function originAllowed(config: Config, origin: string): boolean {
   return config.corsOrigins.includes('*') || config.corsOrigins.includes(origin);
 }
 
-export type ResolveCaller = (headers: IncomingHttpHeaders) => Caller | Refusal;
-
-export function isRefusal(result: Caller | Refusal): result is Refusal {
-  return 'status' in result;
-}
+/** The caller, or the refusal to answer (unauthorized, forbidden, forbidden_origin). */
+export type ResolveCaller = (headers: IncomingHttpHeaders) => Caller | ProxyError;
 
 export function createCallerResolver(config: Config, keys: KeyStore, credentialSets: Map<string, CredentialSet>): ResolveCaller {
   const policyOf = (name?: string): KeyPolicy => (name === undefined ? {} : config.keyPolicies[name] ?? {});
@@ -46,23 +38,19 @@ export function createCallerResolver(config: Config, keys: KeyStore, credentialS
     // (`null`, which sandboxed pages send, included).
     const origin = headers.origin;
     if (typeof origin === 'string' && !originAllowed(config, origin)) {
-      return { status: 403, error: 'forbidden_origin', message: `requests from the origin ${origin.slice(0, 100)} are not allowed (CORS_ORIGINS)` };
+      return new ProxyError('forbidden_origin', `requests from the origin ${origin.slice(0, 100)} are not allowed (CORS_ORIGINS)`);
     }
     let keyName: string | undefined;
     if (keys.enabled) {
       const presented = presentedKey(headers);
-      if (presented === undefined) {
-        return { status: 401, error: 'unauthorized', message: 'an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>' };
-      }
+      if (presented === undefined) return new ProxyError('unauthorized');
       const key = keys.find(presented);
-      if (!key) return { status: 401, error: 'unauthorized', message: 'the API key is not valid' };
+      if (!key) return new ProxyError('unauthorized', 'the API key is not valid');
       keyName = key.name;
     }
     const policy = policyOf(keyName);
     const credentialSet = credentialSets.get(policy.credentials ?? config.defaultCredentials ?? '');
-    if (!credentialSet) {
-      return { status: 403, error: 'forbidden', message: `the key "${keyName}" maps to no credentials` };
-    }
+    if (!credentialSet) return new ProxyError('forbidden', `the key "${keyName}" maps to no credentials`);
     return { keyName, credentialSet, policy };
   };
 }

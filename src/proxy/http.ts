@@ -7,10 +7,9 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
-import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
+import type { Caller, ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
-import { TokenUnavailableError } from '../token/index.js';
-import { sendError, upstreamFailure, writeError } from './errors.js';
+import { ProxyError, sendError, upstreamFailure, writeError } from '../errors.js';
 import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
 import { ClientLink, relay } from './relay.js';
@@ -81,7 +80,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
   // Before the body is read and before anything goes upstream.
   app.addHook('onRequest', async (request, reply) => {
     const caller = resolveCaller(request.headers);
-    if (isRefusal(caller)) return sendError(reply, caller.status, caller.error, caller.message);
+    if (caller instanceof ProxyError) return sendError(reply, caller);
     request.caller = caller;
   });
 
@@ -93,11 +92,8 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       keyGenerator: (request) => request.caller?.keyName ?? request.ip,
       allowList: (request) => limitOf(config, request) === 0,
       max: async (request) => limitOf(config, request),
-      errorResponseBuilder: (request, context) => ({
-        statusCode: 429,
-        code: 'rate_limited',
-        message: `${context.max} requests a minute${request.caller?.keyName ? ` for the key "${request.caller.keyName}"` : ''}: retry in ${context.after}`,
-      }),
+      errorResponseBuilder: (request, context) =>
+        new ProxyError('rate_limited', `${context.max} requests a minute${request.caller?.keyName ? ` for the key "${request.caller.keyName}"` : ''}: retry in ${context.after}`),
     });
   }
 
@@ -114,7 +110,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     try {
       token = await credentialSet.tokens.getToken(config.tokenWaitMs);
     } catch (err) {
-      if (err instanceof TokenUnavailableError) return sendError(reply, 503, 'token_unavailable', err.message);
+      if (err instanceof ProxyError) return sendError(reply, err);
       throw err;
     }
 
@@ -167,7 +163,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       request.log.warn({ upstreamError: failure.message }, 'upstream request failed');
       // Part of the answer is out: all the client can be told is that the rest will not come.
       if (result.headersSent) reply.raw.destroy();
-      else writeError(reply.raw, baseHeaders, failure.status, failure.error, failure.message);
+      else writeError(reply.raw, failure, baseHeaders);
       return;
     }
     const meaning = LIMIT_MEANING[result.status];
@@ -189,7 +185,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       method: ['PUT', 'PATCH', 'DELETE'],
       url: path,
       handler: (request, reply) =>
-        sendError(reply.header('allow', 'GET, POST'), 405, 'method_not_allowed', `${request.method} is not proxied: use GET or POST`),
+        sendError(reply, new ProxyError('method_not_allowed', `${request.method} is not proxied: use GET or POST`, { headers: { allow: 'GET, POST' } })),
     });
   }
 }

@@ -5,15 +5,14 @@
 // directly: the same subprotocol, the same messages in the same order, the same close codes. A
 // handshake the proxy cannot complete is answered with an HTTP status and a JSON body, never left
 // hanging.
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
+import type { Caller, ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
 import { redactUrl } from '../log.js';
-import { TokenUnavailableError } from '../token/index.js';
-import { upstreamFailure, type ErrorCode } from './errors.js';
+import { ProxyError, refuseSocket, upstreamFailure } from '../errors.js';
 import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
 
 export interface WsProxyOptions {
@@ -38,8 +37,6 @@ export interface WsProxy {
   close(graceMs: number): Promise<void>;
 }
 
-type WsErrorCode = ErrorCode | 'too_many_streams' | 'upstream_rejected';
-
 /** ws(s)://host of an upstream origin. */
 const wsOrigin = (origin: URL) => `${origin.protocol === 'https:' ? 'wss:' : 'ws:'}//${origin.host}`;
 
@@ -54,8 +51,6 @@ const CLOSE_GRACE_MS = 2000;
 const HANDSHAKE_RESPONSE_MAX_MS = 10_000;
 /** At most this much of an upstream refusal's body is read and quoted back in the JSON message. */
 const REFUSAL_BODY_MAX = 512;
-/** A refusal written to a client that does not read it is cut after this long. */
-const REFUSAL_LINGER_MS = 1000;
 
 /** The client's handshake headers that the upstream connection sets for itself. */
 const HANDSHAKE_HEADERS = new Set([
@@ -129,25 +124,6 @@ function batching(ws: WebSocket): () => void {
 
 function size(data: RawData): number {
   return Buffer.isBuffer(data) ? data.length : Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
-}
-
-/** Writes a complete HTTP error response with a JSON body on a socket that was never upgraded, then closes it. */
-function refuse(socket: Duplex, status: number, error: WsErrorCode, message: string, headers: Record<string, string> = {}): void {
-  if (socket.destroyed || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const body = JSON.stringify({ error, message });
-  const lines = [
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
-    'Content-Type: application/json; charset=utf-8',
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    'Connection: close',
-    ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
-  ];
-  socket.once('finish', () => socket.destroy());
-  socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
-  setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
 }
 
 /** How one upstream handshake attempt ended. */
@@ -401,10 +377,11 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
     if (streams.size === 0 && pending.size === 0) for (const resolve of allGone.splice(0)) resolve();
   };
 
-  const refused = (socket: Duplex, path: string, status: number, error: WsErrorCode, message: string, headers?: Record<string, string>) => {
-    if (status >= 500) log.warn({ path, status, error }, `stream refused: ${message}`);
-    else log.info({ path, status, error }, `stream refused: ${message}`);
-    refuse(socket, status, error, message, headers);
+  const refused = (socket: Duplex, path: string, error: ProxyError) => {
+    const { status, code } = error;
+    if (status >= 500) log.warn({ path, status, error: code }, `stream refused: ${error.message}`);
+    else log.info({ path, status, error: code }, `stream refused: ${error.message}`);
+    refuseSocket(socket, error);
   };
 
   /** Counts a handshake (then its stream) against its key until the returned function is called. */
@@ -450,7 +427,7 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
     };
     const entry: Pending = {
       abort: () => {
-        if (giveUp()) refused(socket, path, 503, 'shutting_down', 'the proxy is shutting down');
+        if (giveUp()) refused(socket, path, new ProxyError('shutting_down'));
       },
     };
     // The client hung up while waiting (noticed only if its socket errors or is written to).
@@ -464,7 +441,7 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
         token = await tokens.getToken(config.tokenWaitMs);
       } catch (err) {
         if (gone) return;
-        if (err instanceof TokenUnavailableError) return refused(socket, path, 503, 'token_unavailable', err.message);
+        if (err instanceof ProxyError) return refused(socket, path, err);
         throw err;
       }
       if (gone) return;
@@ -500,11 +477,9 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
 
       switch (outcome.kind) {
         case 'timeout':
-          return refused(socket, path, 504, 'upstream_timeout', 'the upstream did not complete the WebSocket handshake in time (UPSTREAM_CONNECT_TIMEOUT_MS + UPSTREAM_TIMEOUT_MS, at most 10 s of the latter)');
-        case 'error': {
-          const failure = upstreamFailure(outcome.err);
-          return refused(socket, path, failure.status, failure.error, failure.message);
-        }
+          return refused(socket, path, new ProxyError('upstream_timeout', 'the upstream did not complete the WebSocket handshake in time (UPSTREAM_CONNECT_TIMEOUT_MS + UPSTREAM_TIMEOUT_MS, at most 10 s of the latter)'));
+        case 'error':
+          return refused(socket, path, upstreamFailure(outcome.err));
         case 'status': {
           const { status, body } = outcome;
           // A redirect would send the client to the upstream without a token; a 1xx/2xx is no handshake.
@@ -514,7 +489,7 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
             status === 401
               ? `the upstream rejected the token (401) and no other token was to be had${detail}`
               : `the upstream refused the WebSocket handshake with ${status}${detail}`;
-          return refused(socket, path, passed, 'upstream_rejected', message, outcome.retryAfter ? { 'Retry-After': outcome.retryAfter } : {});
+          return refused(socket, path, new ProxyError('upstream_rejected', message, { status: passed, ...(outcome.retryAfter && { headers: { 'Retry-After': outcome.retryAfter } }) }));
         }
         case 'open':
           break;
@@ -556,9 +531,9 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
     const query = q === -1 ? '' : url.slice(q + 1);
 
     if (!paths.has(path)) {
-      return refused(socket, path, 404, 'not_found', `nothing at ${path}; proxied paths: ${config.paths.join(', ')}`);
+      return refused(socket, path, new ProxyError('not_found', `nothing at ${path}; proxied paths: ${config.paths.join(', ')}`));
     }
-    if (!accepting) return refused(socket, path, 503, 'shutting_down', 'the proxy is shutting down');
+    if (!accepting) return refused(socket, path, new ProxyError('shutting_down'));
     const protocols = offeredProtocols(req.headers['sec-websocket-protocol']);
     const version = req.headers['sec-websocket-version'];
     if (
@@ -568,22 +543,22 @@ export function createWsProxy({ config, resolveCaller, logger }: WsProxyOptions)
       (version !== '13' && version !== '8') ||
       protocols === undefined
     ) {
-      return refused(socket, path, 400, 'bad_request', 'not a valid WebSocket handshake (only WebSocket upgrades are served)');
+      return refused(socket, path, new ProxyError('bad_request', 'not a valid WebSocket handshake (only WebSocket upgrades are served)'));
     }
     const caller = resolveCaller(req.headers);
-    if (isRefusal(caller)) return refused(socket, path, caller.status, caller.error, caller.message);
+    if (caller instanceof ProxyError) return refused(socket, path, caller);
     if (streams.size + pending.size >= config.wsMaxStreams) {
-      return refused(socket, path, 503, 'too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
+      return refused(socket, path, new ProxyError('too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`));
     }
     const { keyName } = caller;
     const keyCap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
     if (keyName !== undefined && keyCap > 0 && (perKey.get(keyName) ?? 0) >= keyCap) {
-      return refused(socket, path, 503, 'too_many_streams', `the key "${keyName}" has ${keyCap} streams open (its stream limit): try again later`);
+      return refused(socket, path, new ProxyError('too_many_streams', `the key "${keyName}" has ${keyCap} streams open (its stream limit): try again later`));
     }
 
     open(req, socket, head, path, query, protocols, caller, hold(keyName)).catch((err: Error) => {
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
-      refuse(socket, 500, 'internal_error', 'the proxy failed to open the stream');
+      refuseSocket(socket, new ProxyError('internal_error', 'the proxy failed to open the stream'));
     });
   };
 

@@ -1,3 +1,5 @@
+import { ProxyError } from '../errors.js';
+
 /** An access token and when it stops being usable. */
 export interface Token {
   value: string;
@@ -30,8 +32,11 @@ export interface TokenProvider {
 }
 
 /** No valid token could be had within the wait: answered 503. */
-export class TokenUnavailableError extends Error {
+export class TokenUnavailableError extends ProxyError {
   override name = 'TokenUnavailableError';
+  constructor(message: string) {
+    super('token_unavailable', message);
+  }
 }
 
 /**
