@@ -6,7 +6,7 @@ import type { Config } from './config/index.js';
 import { createCallerResolver } from './auth/caller.js';
 import { KeyStore } from './auth/key-store.js';
 import { createCredentialSets } from './credential-set.js';
-import { createWsProxy } from './proxy/ws.js';
+import { createWsProxy } from './proxy/ws/index.js';
 import { buildServer } from './server.js';
 
 export interface Daemon {
