@@ -6,7 +6,7 @@ import './node-version.js';
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { check, CommandError, fetchToken } from './commands.js';
-import { ConfigError, loadConfig, SETTINGS, type Config } from './config.js';
+import { ConfigError, loadConfig, SETTINGS, type Config } from './config/index.js';
 import { startDaemon } from './daemon.js';
 import { createLogger } from './log.js';
 

@@ -1,10 +1,9 @@
 // `bitquery-proxy token` and `bitquery-proxy check`: one-shot uses of the configured credentials
 // for scripts and for setting up. Neither ever prints the client secret; `check` never prints the token.
 import { request } from 'undici';
-import type { Config, CredentialSet } from './config.js';
+import { readSecretFile, type Config, type CredentialSetConfig } from './config/index.js';
 import { describeNetworkError, ClientCredentialsSource } from './token/client-credentials.js';
-import { readSecretFile } from './config.js';
-import { upstreamFailure } from './proxy/errors.js';
+import { certificateRefused, upstreamFailure } from './errors.js';
 
 /** A failed step, with what to do about it. */
 export class CommandError extends Error {
@@ -12,8 +11,8 @@ export class CommandError extends Error {
 }
 
 /** The credential set the one-shot commands use: the default one, else the first. */
-function commandSet(config: Config): CredentialSet {
-  return config.sets.find((s) => s.name === config.defaultSet) ?? config.sets[0]!;
+function commandSet(config: Config): CredentialSetConfig {
+  return config.credentialSets.find((s) => s.name === config.defaultCredentials) ?? config.credentialSets[0]!;
 }
 
 /** One token with the configured credentials (the static token as it is configured). */
@@ -49,8 +48,9 @@ export async function check(config: Config, say: (line: string) => void): Promis
     credentials.mode === 'static'
       ? `static token from ${'file' in credentials.token ? 'BITQUERY_TOKEN_FILE' : 'BITQUERY_TOKEN'}`
       : `client credentials for client id ${credentials.clientId} at ${credentials.tokenUrl.href}`;
-  const set = config.sets.length > 1 ? ` (credential set "${name}" of ${config.sets.length})` : '';
-  say(`configuration  ok: ${mode}, upstream ${upstream.origin}${set}`);
+  const count = config.credentialSets.length;
+  const which = count > 1 ? ` (credential set "${name}" of ${count})` : '';
+  say(`configuration  ok: ${mode}, upstream ${upstream.origin}${which}`);
 
   const token = await fetchToken(config);
   say(`token          ok: ${token.expiresInSec === undefined ? 'static, lifetime unknown' : `expires in ${token.expiresInSec} s`}`);
@@ -69,8 +69,9 @@ export async function check(config: Config, say: (line: string) => void): Promis
     status = res.statusCode;
     await res.body.dump();
   } catch (err) {
+    // A timeout or a refused certificate is said best by the catalogue; other failures by the socket error itself.
     const failure = upstreamFailure(err);
-    const detail = failure.message.includes('could not be reached') ? describeNetworkError(err, config.upstreamTimeoutMs) : failure.message;
+    const detail = failure.code === 'upstream_unreachable' && !certificateRefused(err) ? describeNetworkError(err, config.upstreamTimeoutMs) : failure.message;
     throw new CommandError(`upstream failed: POST ${url}: ${detail}`);
   }
   if (status !== 200) {

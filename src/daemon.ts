@@ -2,13 +2,12 @@
 // in-flight requests within a bounded time, then close the WebSocket streams.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { Pool } from 'undici';
-import type { Config } from './config.js';
-import { createCallerResolver, type Tenant } from './auth/caller.js';
+import type { Config } from './config/index.js';
+import { createCallerResolver } from './auth/caller.js';
 import { KeyStore } from './auth/key-store.js';
-import { createWsProxy } from './proxy/ws.js';
+import { createCredentialSets } from './credential-set.js';
+import { createWsProxy } from './proxy/ws/index.js';
 import { buildServer } from './server.js';
-import { createTokenProvider } from './token/index.js';
 
 export interface Daemon {
   app: FastifyInstance;
@@ -23,30 +22,11 @@ const IDLE_SWEEP_MS = 50;
 /** Part of SHUTDOWN_TIMEOUT_MS kept for WebSocket streams to finish their closing handshake (at most half of it). */
 const WS_CLOSE_GRACE_MS = 1000;
 
-/** A token holder and a keep-alive upstream pool for each credential set. */
-function createTenants(config: Config, logger: Logger): Map<string, Tenant> {
-  const tenants = new Map<string, Tenant>();
-  for (const set of config.sets) {
-    const log = logger.child({ component: 'token', ...(config.sets.length > 1 && { credentials: set.name }) });
-    tenants.set(set.name, {
-      name: set.name,
-      origin: set.upstream,
-      tokens: createTokenProvider(set, config, log),
-      upstream: new Pool(set.upstream.origin, {
-        connections: config.upstreamConnections,
-        connect: { timeout: config.upstreamConnectTimeoutMs },
-        keepAliveTimeout: 30_000,
-      }),
-    });
-  }
-  return tenants;
-}
-
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const tenants = createTenants(config, logger);
+  const credentialSets = createCredentialSets(config, logger);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
-  const resolveCaller = createCallerResolver(config, keys, tenants);
-  const app = await buildServer({ config, logger, tenants, resolveCaller });
+  const resolveCaller = createCallerResolver(config, keys, credentialSets);
+  const app = await buildServer({ config, logger, credentialSets, resolveCaller });
   const ws = createWsProxy({ config, logger, resolveCaller });
   app.server.on('upgrade', ws.handleUpgrade);
 
@@ -61,20 +41,20 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     });
   });
 
-  for (const tenant of tenants.values()) tenant.tokens.start();
+  for (const set of credentialSets.values()) set.tokens.start();
   keys.start();
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
-  const upstreams = [...new Set(config.sets.map((s) => s.upstream.origin))];
+  const upstreams = [...new Set(config.credentialSets.map((s) => s.upstream.origin))];
   logger.info(
     {
       url,
       upstream: upstreams.join(', '),
       paths: config.paths,
-      credentials: config.sets.map((s) => `${s.name} (${s.credentials.mode})`),
+      credentials: config.credentialSets.map((s) => `${s.name} (${s.credentials.mode})`),
       inboundKeys: keys.enabled ? config.initialKeys.length : 'none',
     },
     `listening on ${url}, forwarding ${config.paths.join(', ')} to ${upstreams.join(', ')}`,
@@ -84,7 +64,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const shutdown = () =>
     (closing ??= (async () => {
       logger.info({ drainMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
-      for (const tenant of tenants.values()) tenant.tokens.stop();
+      for (const set of credentialSets.values()) set.tokens.stop();
       keys.stop();
       ws.stopAccepting();
       const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS);
@@ -111,7 +91,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       } finally {
         clearInterval(sweep);
         clearTimeout(deadline);
-        await Promise.all([...tenants.values()].map((tenant) => tenant.upstream.destroy()));
+        await Promise.all([...credentialSets.values()].map((set) => set.upstream.destroy()));
       }
       logger.info('stopped');
     })());

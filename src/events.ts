@@ -3,7 +3,7 @@
 // subscribe. One Events per daemon (not process-global), so servers started side by side in one
 // process never see each other's events. Publishers check has() before building a payload, so an
 // event nobody listens to costs one property read.
-import type { ErrorCode } from './proxy/errors.js';
+import type { ErrorCode } from './errors.js';
 
 /** How the points saver answered a query (absent when it was not involved). */
 export type CacheResult = 'hit' | 'miss' | 'coalesced' | 'bypass';

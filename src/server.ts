@@ -3,33 +3,23 @@
 import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { originAllowed, type ResolveCaller, type Tenant } from './auth/caller.js';
-import type { Config } from './config.js';
+import { originAllowed, type ResolveCaller } from './auth/caller.js';
+import type { Config } from './config/index.js';
+import { readiness, type CredentialSet } from './credential-set.js';
 import { accessLogger } from './log.js';
-import { sendError } from './proxy/errors.js';
+import { ProxyError, sendError } from './errors.js';
 import { httpProxy } from './proxy/http.js';
-import type { Readiness } from './token/index.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
 
 export interface ServerParts {
   config: Config;
   logger: Logger;
-  tenants: Map<string, Tenant>;
+  credentialSets: Map<string, CredentialSet>;
   resolveCaller: ResolveCaller;
 }
 
-/**
- * One credential set: its own readiness. Several: ready while any set holds a valid token (one
- * team's revoked credentials must not take the gateway from the others), with each set's detail.
- */
-function readiness(tenants: Map<string, Tenant>): Readiness | { ready: boolean; credentials: Record<string, Readiness> } {
-  if (tenants.size === 1) return [...tenants.values()][0]!.tokens.readiness();
-  const credentials = Object.fromEntries([...tenants.values()].map((t) => [t.name, t.tokens.readiness()]));
-  return { ready: Object.values(credentials).some((r) => r.ready), credentials };
-}
-
-export async function buildServer({ config, logger, tenants, resolveCaller }: ServerParts): Promise<FastifyInstance> {
+export async function buildServer({ config, logger, credentialSets, resolveCaller }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
@@ -43,7 +33,7 @@ export async function buildServer({ config, logger, tenants, resolveCaller }: Se
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
-    const state = readiness(tenants);
+    const state = readiness(credentialSets);
     return reply.code(state.ready ? 200 : 503).send(state);
   });
 
@@ -55,19 +45,19 @@ export async function buildServer({ config, logger, tenants, resolveCaller }: Se
   });
 
   app.setNotFoundHandler((request, reply) =>
-    sendError(reply, 404, 'not_found', `nothing at ${request.method} ${request.url.split('?')[0]}; proxied paths: ${config.paths.join(', ')}`),
+    sendError(reply, new ProxyError('not_found', `nothing at ${request.method} ${request.url.split('?')[0]}; proxied paths: ${config.paths.join(', ')}`)),
   );
 
   app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, request, reply) => {
+    if (err instanceof ProxyError) return sendError(reply, err);
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return sendError(reply, 413, 'payload_too_large', `the request body is larger than BODY_LIMIT (${config.bodyLimit} bytes)`);
+      return sendError(reply, new ProxyError('payload_too_large', `the request body is larger than BODY_LIMIT (${config.bodyLimit} bytes)`));
     }
-    if (err.code === 'rate_limited') return sendError(reply, 429, 'rate_limited', err.message);
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
-      return sendError(reply, err.statusCode, 'bad_request', err.message);
+      return sendError(reply, new ProxyError('bad_request', err.message, { status: err.statusCode }));
     }
     request.log.error({ err }, 'unexpected error');
-    return sendError(reply, 500, 'internal_error', 'the proxy failed to handle the request');
+    return sendError(reply, new ProxyError('internal_error'));
   });
 
   const access = accessLogger(logger);
@@ -80,7 +70,7 @@ export async function buildServer({ config, logger, tenants, resolveCaller }: Se
         reqId: request.id,
         req: request,
         ...(request.caller?.keyName && { key: request.caller.keyName }),
-        ...(request.caller && tenants.size > 1 && { credentials: request.caller.tenant.name }),
+        ...(request.caller && credentialSets.size > 1 && { credentials: request.caller.credentialSet.name }),
         status: reply.statusCode,
         ...outcome?.fields(),
         ms: Math.round(reply.elapsedTime * 100) / 100,

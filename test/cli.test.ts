@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SETTINGS } from '../src/config.js';
+import { SETTINGS } from '../src/config/index.js';
 import { fakeEnv, SECRET, startFake } from './helpers/pair.js';
 import { closedPort } from './helpers/ports.js';
 import { baseEnv, CLI } from './helpers/proxy-process.js';

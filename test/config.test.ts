@@ -2,7 +2,7 @@ import t from 'tap';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config/index.js';
 import { spawnProxy } from './helpers/proxy-process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bqp-config-'));
@@ -11,9 +11,9 @@ const load = (env: Record<string, string>) => loadConfig(env, noDotenv);
 
 t.test('defaults for client-credentials mode', async (t) => {
   const c = load({ BITQUERY_CLIENT_ID: 'id', BITQUERY_CLIENT_SECRET: 's' });
-  t.equal(c.sets.length, 1);
-  t.equal(c.defaultSet, 'default');
-  const { credentials, upstream } = c.sets[0]!;
+  t.equal(c.credentialSets.length, 1);
+  t.equal(c.defaultCredentials, 'default');
+  const { credentials, upstream } = c.credentialSets[0]!;
   t.equal(credentials.mode, 'client_credentials');
   if (credentials.mode !== 'client_credentials') return;
   t.equal(credentials.tokenUrl.href, 'https://oauth2.bitquery.io/oauth2/token');
@@ -33,7 +33,7 @@ t.test('defaults for client-credentials mode', async (t) => {
 
 t.test('static-token mode and numbers are coerced', async (t) => {
   const c = load({ BITQUERY_TOKEN: 'ory_at_x', PORT: '9000', TOKEN_REFRESH_MARGIN: '0.3', PROXY_PATHS: ' /graphql , /v1 ' });
-  t.same(c.sets[0]!.credentials, { mode: 'static', token: { value: 'ory_at_x' } });
+  t.same(c.credentialSets[0]!.credentials, { mode: 'static', token: { value: 'ory_at_x' } });
   t.equal(c.port, 9000);
   t.equal(c.tokenRefreshMargin, 0.3);
   t.same(c.paths, ['/graphql', '/v1']);
@@ -44,7 +44,7 @@ t.test('.env is read, the environment wins, empty values count as unset', async 
   writeFileSync(path, 'BITQUERY_CLIENT_ID=from-file\nBITQUERY_CLIENT_SECRET=file-secret\nPORT=1234\nBITQUERY_TOKEN=\n');
   const c = loadConfig({ PORT: '4321' }, { dotenvPath: path });
   t.equal(c.port, 4321);
-  const { credentials } = c.sets[0]!;
+  const { credentials } = c.credentialSets[0]!;
   t.equal(credentials.mode, 'client_credentials');
   if (credentials.mode === 'client_credentials') t.equal(credentials.clientId, 'from-file');
 });
@@ -53,7 +53,7 @@ t.test('secret files are checked at start-up', async (t) => {
   const secret = join(dir, 'secret');
   writeFileSync(secret, 'shh\n');
   const c = load({ BITQUERY_CLIENT_ID: 'id', BITQUERY_CLIENT_SECRET_FILE: secret });
-  const { credentials } = c.sets[0]!;
+  const { credentials } = c.credentialSets[0]!;
   if (credentials.mode === 'client_credentials') t.same(credentials.clientSecret, { file: secret });
   t.throws(() => load({ BITQUERY_CLIENT_ID: 'id', BITQUERY_CLIENT_SECRET_FILE: join(dir, 'nope') }), /BITQUERY_CLIENT_SECRET_FILE=.*cannot be read \(ENOENT\)/);
   const empty = join(dir, 'empty');
@@ -90,7 +90,7 @@ for (const [name, env, message] of mistakes) {
 
 t.test('loopback http is allowed for tests and the demo', async (t) => {
   const c = load({ BITQUERY_CLIENT_ID: 'i', BITQUERY_CLIENT_SECRET: 's', BITQUERY_TOKEN_URL: 'http://127.0.0.1:9/t', BITQUERY_UPSTREAM: 'http://localhost:9' });
-  t.equal(c.sets[0]!.upstream.origin, 'http://localhost:9');
+  t.equal(c.credentialSets[0]!.upstream.origin, 'http://localhost:9');
 });
 
 t.test('the binary exits non-zero at once with one clear line, and never echoes the secret', async (t) => {
@@ -137,17 +137,17 @@ t.test('gateway: PROXY_CONFIG defines credential sets and maps keys to them', as
     keys: { alice: { credentials: 'team-a', rateLimitPerMinute: 30 }, bob: { credentials: 'team-b', maxStreams: 2 } },
   });
   const c = load({ PROXY_CONFIG: file, PROXY_API_KEYS: 'alice:0123456789abcdef,bob:fedcba9876543210' });
-  t.same(c.sets.map((s) => s.name), ['team-a', 'team-b']);
-  t.equal(c.defaultSet, undefined);
-  t.equal(c.sets[0]!.upstream.origin, 'https://us.streaming.bitquery.io');
-  t.equal(c.sets[1]!.upstream.origin, 'https://streaming.bitquery.io', 'the environment default');
-  const a = c.sets[0]!.credentials;
+  t.same(c.credentialSets.map((s) => s.name), ['team-a', 'team-b']);
+  t.equal(c.defaultCredentials, undefined);
+  t.equal(c.credentialSets[0]!.upstream.origin, 'https://us.streaming.bitquery.io');
+  t.equal(c.credentialSets[1]!.upstream.origin, 'https://streaming.bitquery.io', 'the environment default');
+  const a = c.credentialSets[0]!.credentials;
   if (a.mode === 'client_credentials') t.equal(a.tokenUrl.href, 'https://oauth2.bitquery.io/oauth2/token');
   t.same(c.keyPolicies.alice, { credentials: 'team-a', rateLimitPerMinute: 30, maxStreams: undefined });
 
   const withEnv = load({ PROXY_CONFIG: file, BITQUERY_TOKEN: 't', PROXY_API_KEYS: 'carol:0123456789abcdef' });
-  t.same(withEnv.sets.map((s) => s.name), ['default', 'team-a', 'team-b'], 'the environment credentials are the set "default"');
-  t.equal(withEnv.defaultSet, 'default');
+  t.same(withEnv.credentialSets.map((s) => s.name), ['default', 'team-a', 'team-b'], 'the environment credentials are the set "default"');
+  t.equal(withEnv.defaultCredentials, 'default');
 });
 
 const tenantMistakes: [string, unknown, Record<string, string>, RegExp][] = [

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { SETTINGS } from '../src/config.js';
+import { SETTINGS } from '../src/config/index.js';
 
 const root = resolve(import.meta.dirname, '..');
 const readme = readFileSync(`${root}/README.md`, 'utf8');

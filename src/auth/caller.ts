@@ -1,49 +1,36 @@
 // Who is calling, and with which credentials: one decision shared by HTTP requests and WebSocket
 // handshakes, taken before anything is sent upstream.
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Dispatcher } from 'undici';
-import type { Config, KeyPolicy } from '../config.js';
-import type { TokenProvider } from '../token/index.js';
+import type { Config, KeyPolicy } from '../config/index.js';
+import { isLoopbackHost } from '../config/urls.js';
+import type { CredentialSet } from '../credential-set.js';
+import { ProxyError } from '../errors.js';
 import type { KeyStore } from './key-store.js';
 import { presentedKey } from './keys.js';
-
-/** One credential set at run time: its token holder and its upstream. */
-export interface Tenant {
-  name: string;
-  tokens: TokenProvider;
-  /** Keep-alive pool bound to `origin`. */
-  upstream: Dispatcher;
-  origin: URL;
-}
 
 export interface Caller {
   /** The key's name; absent when no keys are configured. */
   keyName?: string;
-  tenant: Tenant;
+  credentialSet: CredentialSet;
   policy: KeyPolicy;
 }
 
-export interface Refusal {
-  status: 401 | 403;
-  error: 'unauthorized' | 'forbidden' | 'forbidden_origin';
-  message: string;
-}
-
-const LOOPBACK_ORIGIN = /^https?:\/\/(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$/i;
+/** scheme://host[:port] of an http(s) origin, capturing the host. */
+const HTTP_ORIGIN = /^https?:\/\/(\[[^\]/]*\]|[^/:]*)(?::\d{1,5})?$/i;
 
 /** Whether a browser page from `origin` may use the proxy (CORS and the Origin check alike). */
 export function originAllowed(config: Config, origin: string): boolean {
-  if (config.corsOrigins === 'loopback') return LOOPBACK_ORIGIN.test(origin);
+  if (config.corsOrigins === 'loopback') {
+    const host = HTTP_ORIGIN.exec(origin)?.[1];
+    return host !== undefined && isLoopbackHost(host);
+  }
   return config.corsOrigins.includes('*') || config.corsOrigins.includes(origin);
 }
 
-export type ResolveCaller = (headers: IncomingHttpHeaders) => Caller | Refusal;
+/** The caller, or the refusal to answer (unauthorized, forbidden, forbidden_origin). */
+export type ResolveCaller = (headers: IncomingHttpHeaders) => Caller | ProxyError;
 
-export function isRefusal(result: Caller | Refusal): result is Refusal {
-  return 'status' in result;
-}
-
-export function createCallerResolver(config: Config, keys: KeyStore, tenants: Map<string, Tenant>): ResolveCaller {
+export function createCallerResolver(config: Config, keys: KeyStore, credentialSets: Map<string, CredentialSet>): ResolveCaller {
   const policyOf = (name?: string): KeyPolicy => (name === undefined ? {} : config.keyPolicies[name] ?? {});
   return (headers) => {
     // A web page elsewhere must not spend the user's points through a proxy on localhost: a
@@ -51,23 +38,19 @@ export function createCallerResolver(config: Config, keys: KeyStore, tenants: Ma
     // (`null`, which sandboxed pages send, included).
     const origin = headers.origin;
     if (typeof origin === 'string' && !originAllowed(config, origin)) {
-      return { status: 403, error: 'forbidden_origin', message: `requests from the origin ${origin.slice(0, 100)} are not allowed (CORS_ORIGINS)` };
+      return new ProxyError('forbidden_origin', `requests from the origin ${origin.slice(0, 100)} are not allowed (CORS_ORIGINS)`);
     }
     let keyName: string | undefined;
     if (keys.enabled) {
       const presented = presentedKey(headers);
-      if (presented === undefined) {
-        return { status: 401, error: 'unauthorized', message: 'an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>' };
-      }
+      if (presented === undefined) return new ProxyError('unauthorized');
       const key = keys.find(presented);
-      if (!key) return { status: 401, error: 'unauthorized', message: 'the API key is not valid' };
+      if (!key) return new ProxyError('unauthorized', 'the API key is not valid');
       keyName = key.name;
     }
     const policy = policyOf(keyName);
-    const tenant = tenants.get(policy.credentials ?? config.defaultSet ?? '');
-    if (!tenant) {
-      return { status: 403, error: 'forbidden', message: `the key "${keyName}" maps to no credentials` };
-    }
-    return { keyName, tenant, policy };
+    const credentialSet = credentialSets.get(policy.credentials ?? config.defaultCredentials ?? '');
+    if (!credentialSet) return new ProxyError('forbidden', `the key "${keyName}" maps to no credentials`);
+    return { keyName, credentialSet, policy };
   };
 }

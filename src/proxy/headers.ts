@@ -1,7 +1,7 @@
 // Which headers cross the proxy. Inbound credentials never reach Bitquery; hop-by-hop headers
 // belong to one connection and are never forwarded in either direction (RFC 9110 7.6.1).
 import type { IncomingHttpHeaders } from 'node:http';
-import type { ErrorCode } from './errors.js';
+import { ProxyError } from '../errors.js';
 
 /**
  * The most header lines a proxied request (or WebSocket handshake) may carry; more gets 431.
@@ -12,9 +12,9 @@ import type { ErrorCode } from './errors.js';
 export const MAX_REQUEST_HEADERS = 100;
 
 /** The refusal for a request with more than MAX_REQUEST_HEADERS header lines, else undefined. */
-export function headerLimit(rawHeaders: readonly string[]): { status: 431; error: ErrorCode; message: string } | undefined {
+export function headerLimit(rawHeaders: readonly string[]): ProxyError | undefined {
   if (rawHeaders.length / 2 <= MAX_REQUEST_HEADERS) return undefined;
-  return { status: 431, error: 'request_header_fields_too_large', message: `the request has ${rawHeaders.length / 2} header lines; at most ${MAX_REQUEST_HEADERS} are accepted` };
+  return new ProxyError('request_header_fields_too_large', `the request has ${rawHeaders.length / 2} header lines; at most ${MAX_REQUEST_HEADERS} are accepted`);
 }
 
 const HOP_BY_HOP = new Set([

@@ -7,10 +7,10 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
-import { isRefusal, type Caller, type ResolveCaller } from '../auth/caller.js';
-import type { Config } from '../config.js';
-import { provesToken, TokenUnavailableError } from '../token/index.js';
-import { sendError, upstreamFailure, writeError } from './errors.js';
+import type { Caller, ResolveCaller } from '../auth/caller.js';
+import type { Config } from '../config/index.js';
+import { ProxyError, sendError, upstreamFailure, writeError } from '../errors.js';
+import { provesToken } from '../token/index.js';
 import { headerLimit, upstreamRequestHeaders, withAuthorization, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
 import { ClientLink, relay } from './relay.js';
@@ -81,7 +81,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
   // Before the body is read and before anything goes upstream.
   app.addHook('onRequest', async (request, reply) => {
     const caller = resolveCaller(request.headers);
-    if (isRefusal(caller)) return sendError(reply, caller.status, caller.error, caller.message);
+    if (caller instanceof ProxyError) return sendError(reply, caller);
     request.caller = caller;
   });
 
@@ -93,18 +93,15 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       keyGenerator: (request) => request.caller?.keyName ?? request.ip,
       allowList: (request) => limitOf(config, request) === 0,
       max: async (request) => limitOf(config, request),
-      errorResponseBuilder: (request, context) => ({
-        statusCode: 429,
-        code: 'rate_limited',
-        message: `${context.max} requests a minute${request.caller?.keyName ? ` for the key "${request.caller.keyName}"` : ''}: retry in ${context.after}`,
-      }),
+      errorResponseBuilder: (request, context) =>
+        new ProxyError('rate_limited', `${context.max} requests a minute${request.caller?.keyName ? ` for the key "${request.caller.keyName}"` : ''}: retry in ${context.after}`),
     });
   }
 
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
-    const { tenant, keyName } = request.caller!;
+    const { credentialSet, keyName } = request.caller!;
     const tooMany = headerLimit(request.raw.rawHeaders);
-    if (tooMany) return sendError(reply, tooMany.status, tooMany.error, tooMany.message);
+    if (tooMany) return sendError(reply, tooMany);
     const body = request.body as Buffer | undefined;
     const outcome = new ProxyOutcome(request.raw.socket, body?.length ?? 0);
     request.proxyOutcome = outcome;
@@ -114,9 +111,9 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
 
     let token: string;
     try {
-      token = await tenant.tokens.getToken(config.tokenWaitMs);
+      token = await credentialSet.tokens.getToken(config.tokenWaitMs);
     } catch (err) {
-      if (err instanceof TokenUnavailableError) return sendError(reply, 503, 'token_unavailable', err.message);
+      if (err instanceof ProxyError) return sendError(reply, err);
       throw err;
     }
 
@@ -131,7 +128,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       outcome.attempts += 1;
       const started = performance.now();
       return relay({
-        upstream: tenant.upstream,
+        upstream: credentialSet.upstream,
         request: {
           path: target,
           method: request.method as Dispatcher.HttpMethod,
@@ -145,7 +142,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
         hold,
         holdLimit: MAX_401_BODY,
         onStatus: (status) => {
-          if (provesToken(status)) tenant.tokens.tokenWorked(bearer);
+          if (provesToken(status)) credentialSet.tokens.tokenWorked(bearer);
           outcome.upstreamStatus = status;
           outcome.upstreamMs = Math.round((performance.now() - started) * 100) / 100;
         },
@@ -157,7 +154,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     if (result.kind === 'held') {
       // The 401 is kept so it can be passed back if no other token is to be had.
       const first = result;
-      const fresh = await tenant.tokens.tokenRejected(token, config.tokenWaitMs, sentAt);
+      const fresh = await credentialSet.tokens.tokenRejected(token, config.tokenWaitMs, sentAt);
       if (client.gone) return;
       if (fresh === undefined) {
         reply.raw.writeHead(first.status, { ...baseHeaders, ...first.headers, 'content-length': first.body.length }).end(first.body);
@@ -171,7 +168,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       request.log.warn({ upstreamError: failure.message }, 'upstream request failed');
       // Part of the answer is out: all the client can be told is that the rest will not come.
       if (result.headersSent) reply.raw.destroy();
-      else writeError(reply.raw, baseHeaders, failure.status, failure.error, failure.message);
+      else writeError(reply.raw, failure, baseHeaders);
       return;
     }
     const meaning = LIMIT_MEANING[result.status];
@@ -193,7 +190,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       method: ['PUT', 'PATCH', 'DELETE'],
       url: path,
       handler: (request, reply) =>
-        sendError(reply.header('allow', 'GET, POST'), 405, 'method_not_allowed', `${request.method} is not proxied: use GET or POST`),
+        sendError(reply, new ProxyError('method_not_allowed', `${request.method} is not proxied: use GET or POST`, { headers: { allow: 'GET, POST' } })),
     });
   }
 }

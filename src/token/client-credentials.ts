@@ -1,7 +1,7 @@
 // OAuth2 client-credentials grant against Bitquery's token endpoint (Ory Hydra underneath).
 import { readFileSync } from 'node:fs';
 import { request, type Dispatcher } from 'undici';
-import type { ClientCredentials } from '../config.js';
+import type { ClientCredentials } from '../config/index.js';
 import { readCapped } from '../read-capped.js';
 import { clip, scrubSecrets } from '../scrub.js';
 import { TokenRequestError, type Token } from './types.js';

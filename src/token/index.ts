@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { readSecretFile, type Config, type CredentialSet } from '../config.js';
+import { readSecretFile, type Config, type CredentialSetConfig } from '../config/index.js';
 import { ClientCredentialsSource } from './client-credentials.js';
 import { TokenRefresher } from './refresher.js';
 import { StaticTokenProvider } from './static-token.js';
@@ -8,7 +8,7 @@ import type { TokenProvider } from './types.js';
 export { provesToken, TokenUnavailableError, type TokenProvider, type Readiness } from './types.js';
 
 /** The token holder for one credential set; call start() to fetch the first token. */
-export function createTokenProvider({ credentials }: CredentialSet, config: Config, logger: Logger): TokenProvider {
+export function createTokenProvider({ credentials }: CredentialSetConfig, config: Config, logger: Logger): TokenProvider {
   if (credentials.mode === 'static') {
     const { token } = credentials;
     const initial = 'value' in token ? token.value : readSecretFile(token.file, 'BITQUERY_TOKEN_FILE');

@@ -2,7 +2,7 @@
 // endpoint. With a file, the file is watched and re-read before giving up on a 401.
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { StaticToken } from '../config.js';
+import type { StaticToken } from '../config/index.js';
 import { TokenUnavailableError, type Readiness, type TokenProvider } from './types.js';
 import { watchFile, type FileWatch } from './watch-file.js';
 

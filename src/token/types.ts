@@ -1,3 +1,5 @@
+import { ProxyError } from '../errors.js';
+
 /** An access token and when it stops being usable. */
 export interface Token {
   value: string;
@@ -50,8 +52,11 @@ export function provesToken(status: number): boolean {
 }
 
 /** No valid token could be had within the wait: answered 503. */
-export class TokenUnavailableError extends Error {
+export class TokenUnavailableError extends ProxyError {
   override name = 'TokenUnavailableError';
+  constructor(message: string) {
+    super('token_unavailable', message);
+  }
 }
 
 /**

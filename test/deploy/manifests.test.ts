@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { basename, join, posix, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { loadConfig, SETTINGS } from '../../src/config.js';
+import { loadConfig, SETTINGS } from '../../src/config/index.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const K8S_DIR = join(ROOT, 'deploy/kubernetes');

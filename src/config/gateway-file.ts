@@ -2,17 +2,12 @@
 // names to them, with per-key limits. Validated here into plain objects; the keys themselves stay
 // in PROXY_API_KEYS / PROXY_API_KEYS_FILE, so this file holds no inbound secret.
 import { readFileSync } from 'node:fs';
-import { NAME } from './auth/keys.js';
-import { ConfigError, type AuthMethod, type ClientCredentials, type StaticToken } from './config.js';
-
-export interface CredentialSet {
-  name: string;
-  credentials: ClientCredentials | StaticToken;
-  upstream: URL;
-}
+import { NAME } from '../auth/keys.js';
+import { CREDENTIAL_FIELDS, modeChoice, parseCredentialSet, type CredentialDefaults, type CredentialField, type CredentialNaming, type CredentialSetConfig } from './credentials.js';
+import { ConfigError } from './errors.js';
 
 export interface KeyPolicy {
-  /** The credential set this key's requests use; the default set when absent. */
+  /** The credential set this key's requests use; the default credentials when absent. */
   credentials?: string;
   /** Requests a minute for this key; overrides RATE_LIMIT_PER_MINUTE (0 = unlimited). */
   rateLimitPerMinute?: number;
@@ -20,25 +15,13 @@ export interface KeyPolicy {
   maxStreams?: number;
 }
 
-export interface TenantFile {
-  sets: CredentialSet[];
+export interface GatewayFile {
+  credentialSets: CredentialSetConfig[];
   keys: Record<string, KeyPolicy>;
   defaultCredentials?: string;
 }
 
-/** What an entry may leave out: taken from the environment's settings. */
-export interface TenantDefaults {
-  tokenUrl: string;
-  scope: string;
-  authMethod: AuthMethod;
-  upstream: string;
-}
-
-export interface UrlCheck {
-  (value: string, where: string): URL;
-}
-
-const SET_FIELDS = new Set(['clientId', 'clientSecret', 'clientSecretFile', 'token', 'tokenFile', 'tokenUrl', 'scope', 'authMethod', 'upstream']);
+const SET_FIELDS = new Set<string>(CREDENTIAL_FIELDS);
 const KEY_FIELDS = new Set(['credentials', 'rateLimitPerMinute', 'maxStreams']);
 
 type Json = Record<string, unknown>;
@@ -64,41 +47,25 @@ function unknownFields(entry: Json, allowed: Set<string>, where: string): void {
   if (extra) throw new ConfigError(`PROXY_CONFIG ${where} has an unknown field "${extra}" (allowed: ${[...allowed].join(', ')})`);
 }
 
-function parseSet(name: string, entry: unknown, defaults: TenantDefaults, url: UrlCheck, origin: UrlCheck): CredentialSet {
+function credentialSet(name: string, entry: unknown, defaults: CredentialDefaults): CredentialSetConfig {
   const where = `credentials.${name}`;
   if (!NAME.test(name)) throw new ConfigError(`PROXY_CONFIG credential set name "${name}" may hold only letters, digits, '.', '_' and '-' (at most 64)`);
   if (!isObject(entry)) throw new ConfigError(`PROXY_CONFIG ${where} must be an object`);
   unknownFields(entry, SET_FIELDS, where);
-  const [clientId, clientSecret, clientSecretFile, token, tokenFile] = ['clientId', 'clientSecret', 'clientSecretFile', 'token', 'tokenFile'].map((f) => str(entry, f, where));
-  const upstream = origin(str(entry, 'upstream', where) ?? defaults.upstream, `PROXY_CONFIG ${where}.upstream`);
-  const modes = [clientId || clientSecret || clientSecretFile, token, tokenFile].filter(Boolean).length;
-  if (modes !== 1 || (token && tokenFile)) {
-    throw new ConfigError(`PROXY_CONFIG ${where} needs exactly one of: clientId with clientSecret or clientSecretFile; token; tokenFile`);
-  }
-  if (token || tokenFile) {
-    return { name, upstream, credentials: { mode: 'static', token: token ? { value: token } : { file: tokenFile! } } };
-  }
-  if (!clientId || !(clientSecret || clientSecretFile) || (clientSecret && clientSecretFile)) {
-    throw new ConfigError(`PROXY_CONFIG ${where} needs clientId and one of clientSecret or clientSecretFile`);
-  }
-  const authMethod = str(entry, 'authMethod', where) ?? defaults.authMethod;
-  if (authMethod !== 'post' && authMethod !== 'basic') throw new ConfigError(`PROXY_CONFIG ${where}.authMethod must be "post" or "basic"`);
-  return {
-    name,
-    upstream,
-    credentials: {
-      mode: 'client_credentials',
-      clientId,
-      clientSecret: clientSecret ? { value: clientSecret } : { file: clientSecretFile! },
-      tokenUrl: url(str(entry, 'tokenUrl', where) ?? defaults.tokenUrl, `PROXY_CONFIG ${where}.tokenUrl`),
-      scope: str(entry, 'scope', where) ?? defaults.scope,
-      authMethod,
-    },
+  const fields: Partial<Record<CredentialField, string>> = {};
+  for (const field of CREDENTIAL_FIELDS) fields[field] = str(entry, field, where);
+  const naming: CredentialNaming = {
+    subject: `PROXY_CONFIG ${where}`,
+    field: (f) => f,
+    located: (f) => `PROXY_CONFIG ${where}.${f}`,
   };
+  const set = parseCredentialSet(name, fields, defaults, naming);
+  if (!set) throw new ConfigError(modeChoice(naming));
+  return set;
 }
 
-/** Reads and validates the file; `url`/`origin` apply the same URL rules as the environment's settings. */
-export function loadTenantFile(path: string, defaults: TenantDefaults, url: UrlCheck, origin: UrlCheck): TenantFile {
+/** Reads and validates the file; entries leave out what `defaults` (the environment's settings) give. */
+export function loadGatewayFile(path: string, defaults: CredentialDefaults): GatewayFile {
   let data: unknown;
   try {
     data = JSON.parse(readFileSync(path, 'utf8'));
@@ -112,7 +79,7 @@ export function loadTenantFile(path: string, defaults: TenantDefaults, url: UrlC
   const keysJson = data.keys ?? {};
   if (!isObject(setsJson)) throw new ConfigError('PROXY_CONFIG credentials must be an object of named credential sets');
   if (!isObject(keysJson)) throw new ConfigError('PROXY_CONFIG keys must be an object mapping key names to settings');
-  const sets = Object.entries(setsJson).map(([name, entry]) => parseSet(name, entry, defaults, url, origin));
+  const credentialSets = Object.entries(setsJson).map(([name, entry]) => credentialSet(name, entry, defaults));
   const keys: Record<string, KeyPolicy> = {};
   for (const [name, entry] of Object.entries(keysJson)) {
     const where = `keys.${name}`;
@@ -122,5 +89,5 @@ export function loadTenantFile(path: string, defaults: TenantDefaults, url: UrlC
   }
   const defaultCredentials = data.defaultCredentials;
   if (defaultCredentials !== undefined && typeof defaultCredentials !== 'string') throw new ConfigError('PROXY_CONFIG defaultCredentials must be the name of a credential set');
-  return { sets, keys, defaultCredentials };
+  return { credentialSets, keys, defaultCredentials };
 }

@@ -1,0 +1,198 @@
+// One typed configuration object from the environment, a `.env` file, flags and `*_FILE` secrets,
+// or one ConfigError that says what to set.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseEnv } from 'node:util';
+import { envSchema } from 'env-schema';
+import { loadKeys, type KeySources } from '../auth/key-store.js';
+import type { ApiKey } from '../auth/keys.js';
+import { parseCredentialSet, type CredentialDefaults, type CredentialField, type CredentialNaming, type CredentialSetConfig } from './credentials.js';
+import { ConfigError } from './errors.js';
+import { loadGatewayFile } from './gateway-file.js';
+import { SETTINGS, type Config } from './settings.js';
+import { isLoopbackHost } from './urls.js';
+
+export { ConfigError } from './errors.js';
+export { readSecretFile, type AuthMethod, type ClientCredentials, type CredentialSetConfig, type StaticToken } from './credentials.js';
+export type { KeyPolicy } from './gateway-file.js';
+export { SETTINGS, type Config, type Setting } from './settings.js';
+
+type Raw = Record<string, string | number | boolean | undefined>;
+
+const schema = {
+  type: 'object',
+  properties: Object.fromEntries(
+    SETTINGS.map((s) => {
+      const { name, help: _help, secret: _secret, ...json } = s;
+      return [name, json];
+    }),
+  ),
+};
+
+/** Empty values count as unset, as in most tools: `BITQUERY_TOKEN=` in a `.env` means "no token". */
+function known(source: Record<string, string | undefined>): Record<string, string> {
+  const names = new Set(SETTINGS.map((s) => s.name));
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(source)) if (names.has(k) && v !== undefined && v !== '') out[k] = v;
+  return out;
+}
+
+function readDotenv(path: string): Record<string, string> {
+  try {
+    return parseEnv(readFileSync(path, 'utf8')) as Record<string, string>;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+}
+
+function validate(data: [Record<string, string>, ...Record<string, string>[]]): Raw {
+  try {
+    return envSchema<Raw>({ schema, env: false, data });
+  } catch (err) {
+    const errors = (err as { errors?: { instancePath: string; message?: string }[] }).errors ?? [];
+    const lines = errors.map((e) => `${e.instancePath.replace(/^\//, '')} ${e.message ?? 'is invalid'}`);
+    throw new ConfigError(`invalid configuration: ${lines.join('; ') || (err as Error).message}`);
+  }
+}
+
+function pathsFrom(value: string): string[] {
+  const paths = value.split(',').map((p) => p.trim()).filter(Boolean);
+  const bad = paths.find((p) => !/^\/[A-Za-z0-9._~\-/]*$/.test(p));
+  if (paths.length === 0 || bad !== undefined) {
+    throw new ConfigError(`PROXY_PATHS must be a comma-separated list of paths starting with /, like /graphql,/eap${bad ? ` (bad: "${bad}")` : ''}`);
+  }
+  return [...new Set(paths)];
+}
+
+export interface LoadOptions {
+  /** Path of the dotenv file; values in `env` win over it. Default `.env` in the working directory. */
+  dotenvPath?: string;
+}
+
+/** The environment variable of each credential field. */
+const ENV_FIELDS: Record<CredentialField, string> = {
+  clientId: 'BITQUERY_CLIENT_ID',
+  clientSecret: 'BITQUERY_CLIENT_SECRET',
+  clientSecretFile: 'BITQUERY_CLIENT_SECRET_FILE',
+  token: 'BITQUERY_TOKEN',
+  tokenFile: 'BITQUERY_TOKEN_FILE',
+  tokenUrl: 'BITQUERY_TOKEN_URL',
+  scope: 'BITQUERY_SCOPE',
+  authMethod: 'BITQUERY_AUTH_METHOD',
+  upstream: 'BITQUERY_UPSTREAM',
+};
+
+const ENV_NAMING: CredentialNaming = { subject: 'the environment', field: (f) => ENV_FIELDS[f], located: (f) => ENV_FIELDS[f] };
+
+type CredentialParts = Pick<Config, 'credentialSets' | 'defaultCredentials' | 'keyPolicies'>;
+
+/** The environment's credentials as the set `default`, then those of PROXY_CONFIG. */
+function credentialSets(raw: Raw): CredentialParts {
+  const env = (f: CredentialField) => raw[ENV_FIELDS[f]] as string | undefined;
+  const defaults: CredentialDefaults = { tokenUrl: env('tokenUrl')!, scope: env('scope')!, authMethod: env('authMethod')!, upstream: env('upstream')! };
+  const fromEnv = parseCredentialSet('default', { clientId: env('clientId'), clientSecret: env('clientSecret'), clientSecretFile: env('clientSecretFile'), token: env('token'), tokenFile: env('tokenFile') }, defaults, ENV_NAMING);
+  const sets: CredentialSetConfig[] = fromEnv ? [fromEnv] : [];
+  const file = raw.PROXY_CONFIG as string | undefined;
+  if (!file) {
+    if (!fromEnv) {
+      throw new ConfigError('no Bitquery credentials: set BITQUERY_CLIENT_ID and BITQUERY_CLIENT_SECRET (or BITQUERY_CLIENT_SECRET_FILE), or set BITQUERY_TOKEN (or BITQUERY_TOKEN_FILE)');
+    }
+    return { credentialSets: sets, defaultCredentials: 'default', keyPolicies: {} };
+  }
+  const gateway = loadGatewayFile(file, defaults);
+  for (const set of gateway.credentialSets) {
+    if (sets.some((s) => s.name === set.name)) {
+      throw new ConfigError(`PROXY_CONFIG defines the credential set "${set.name}" twice (the environment's credentials are named "default")`);
+    }
+    sets.push(set);
+  }
+  if (sets.length === 0) {
+    throw new ConfigError('no Bitquery credentials: PROXY_CONFIG defines no credential set, and none is set in the environment (BITQUERY_CLIENT_ID/BITQUERY_CLIENT_SECRET or BITQUERY_TOKEN)');
+  }
+  const names = new Set(sets.map((s) => s.name));
+  const defaultCredentials = gateway.defaultCredentials ?? (fromEnv ? 'default' : undefined);
+  if (defaultCredentials !== undefined && !names.has(defaultCredentials)) {
+    throw new ConfigError(`PROXY_CONFIG defaultCredentials names "${defaultCredentials}", which is not a credential set (${[...names].join(', ')})`);
+  }
+  for (const [key, policy] of Object.entries(gateway.keys)) {
+    if (policy.credentials !== undefined && !names.has(policy.credentials)) {
+      throw new ConfigError(`PROXY_CONFIG keys.${key}.credentials names "${policy.credentials}", which is not a credential set (${[...names].join(', ')})`);
+    }
+  }
+  return { credentialSets: sets, defaultCredentials, keyPolicies: gateway.keys };
+}
+
+function corsFrom(value: string | undefined): string[] | 'loopback' {
+  if (value === undefined) return 'loopback';
+  const origins = value.split(',').map((o) => o.trim()).filter(Boolean);
+  for (const origin of origins) {
+    if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      throw new ConfigError(`CORS_ORIGINS entries must be origins like http://localhost:3000 (no path), or *; got "${origin}"`);
+    }
+  }
+  return origins;
+}
+
+/** Keys, their mapping to credential sets, and the refusal to run open on a network. */
+function inboundAuth(raw: Raw, host: string, parts: CredentialParts): Pick<Config, 'apiKeys' | 'initialKeys' | 'allowUnauthenticated'> {
+  const apiKeys: KeySources = { list: raw.PROXY_API_KEYS as string | undefined, file: raw.PROXY_API_KEYS_FILE as string | undefined };
+  let initialKeys: ApiKey[];
+  try {
+    initialKeys = loadKeys(apiKeys);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(code ? `PROXY_API_KEYS_FILE=${apiKeys.file} cannot be read (${code})` : (err as Error).message);
+  }
+  const keyed = Boolean(apiKeys.list || apiKeys.file);
+  const allowUnauthenticated = raw.PROXY_ALLOW_UNAUTHENTICATED as boolean;
+  if (!keyed && !allowUnauthenticated && !isLoopbackHost(host)) {
+    throw new ConfigError(
+      `HOST=${host} is reachable from the network and no inbound keys are set: set PROXY_API_KEYS (or PROXY_API_KEYS_FILE), or, to run open on a trusted private network (a docker-compose network, a pod), PROXY_ALLOW_UNAUTHENTICATED=true`,
+    );
+  }
+  if (parts.defaultCredentials === undefined) {
+    if (!keyed) throw new ConfigError('without inbound keys every request uses the default credentials: set defaultCredentials in PROXY_CONFIG (or credentials in the environment)');
+    const unmapped = initialKeys.find((k) => parts.keyPolicies[k.name]?.credentials === undefined);
+    if (unmapped) {
+      throw new ConfigError(`the key "${unmapped.name}" maps to no credentials: map it in PROXY_CONFIG keys.${unmapped.name}.credentials, or set defaultCredentials`);
+    }
+  }
+  return { apiKeys, initialKeys, allowUnauthenticated };
+}
+
+/** Builds the configuration, or throws one ConfigError that says what to set. */
+export function loadConfig(env: Record<string, string | undefined>, options: LoadOptions = {}): Config {
+  const raw = validate([known(readDotenv(resolve(options.dotenvPath ?? '.env'))), known(env)]);
+  const n = (name: string) => raw[name] as number;
+  const parts = credentialSets(raw);
+  const config: Config = {
+    ...parts,
+    ...inboundAuth(raw, raw.HOST as string, parts),
+    rateLimitPerMinute: n('RATE_LIMIT_PER_MINUTE'),
+    wsMaxStreamsPerKey: n('WS_MAX_STREAMS_PER_KEY'),
+    corsOrigins: corsFrom(raw.CORS_ORIGINS as string | undefined),
+    paths: pathsFrom(raw.PROXY_PATHS as string),
+    host: raw.HOST as string,
+    port: n('PORT'),
+    logLevel: raw.LOG_LEVEL as string,
+    bodyLimit: n('BODY_LIMIT'),
+    upstreamTimeoutMs: n('UPSTREAM_TIMEOUT_MS'),
+    upstreamConnectTimeoutMs: n('UPSTREAM_CONNECT_TIMEOUT_MS'),
+    upstreamConnections: n('UPSTREAM_CONNECTIONS'),
+    tokenWaitMs: n('TOKEN_WAIT_MS'),
+    tokenRefreshMargin: n('TOKEN_REFRESH_MARGIN'),
+    tokenTimeoutMs: n('TOKEN_TIMEOUT_MS'),
+    tokenRetryMinMs: n('TOKEN_RETRY_MIN_MS'),
+    tokenRetryMaxMs: n('TOKEN_RETRY_MAX_MS'),
+    tokenRejectedRetryMs: n('TOKEN_REJECTED_RETRY_MS'),
+    wsMaxStreams: n('WS_MAX_STREAMS'),
+    wsMaxBufferedBytes: n('WS_MAX_BUFFERED_BYTES'),
+    wsPingIntervalMs: n('WS_PING_INTERVAL_MS'),
+    shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
+  };
+  if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
+    throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');
+  }
+  return config;
+}

@@ -1,0 +1,91 @@
+// Every setting, declared once: the env-schema schema, the `--help` text, the README and
+// config/example.env checks all come from SETTINGS, so they cannot drift apart. Config is the
+// typed result of loading them (index.ts).
+import type { KeySources } from '../auth/key-store.js';
+import type { ApiKey } from '../auth/keys.js';
+import type { CredentialSetConfig } from './credentials.js';
+import type { KeyPolicy } from './gateway-file.js';
+
+export interface Setting {
+  name: string;
+  type: 'string' | 'integer' | 'number' | 'boolean';
+  default?: string | number | boolean;
+  minimum?: number;
+  maximum?: number;
+  enum?: string[];
+  /** One line for `--help` and the README. */
+  help: string;
+  /** Holds a secret: never printed, not even its length. */
+  secret?: boolean;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { name: 'BITQUERY_CLIENT_ID', type: 'string', help: 'client-credentials mode: the application id' },
+  { name: 'BITQUERY_CLIENT_SECRET', type: 'string', secret: true, help: 'client-credentials mode: the application secret' },
+  { name: 'BITQUERY_CLIENT_SECRET_FILE', type: 'string', help: 'file holding the client secret (re-read for every token request)' },
+  { name: 'BITQUERY_TOKEN', type: 'string', secret: true, help: 'static-token mode: a token generated in the Bitquery account UI' },
+  { name: 'BITQUERY_TOKEN_FILE', type: 'string', help: 'static-token mode: file holding the token (re-read when it changes)' },
+  { name: 'BITQUERY_TOKEN_URL', type: 'string', default: 'https://oauth2.bitquery.io/oauth2/token', help: 'OAuth2 token endpoint' },
+  { name: 'BITQUERY_SCOPE', type: 'string', default: 'api', help: 'OAuth2 scope asked for' },
+  { name: 'BITQUERY_AUTH_METHOD', type: 'string', default: 'post', enum: ['post', 'basic'], help: 'how credentials reach the token endpoint: form body (post) or HTTP Basic (basic)' },
+  { name: 'BITQUERY_UPSTREAM', type: 'string', default: 'https://streaming.bitquery.io', help: 'upstream origin (scheme://host[:port], no path)' },
+  { name: 'PROXY_PATHS', type: 'string', default: '/graphql,/eap', help: 'comma-separated paths forwarded to the same path upstream' },
+  { name: 'PROXY_CONFIG', type: 'string', help: 'JSON file with named credential sets (one per team) and per-key settings' },
+  { name: 'PROXY_API_KEYS', type: 'string', secret: true, help: 'inbound keys, comma-separated: key, name:key, sha256:<hex> or name:sha256:<hex>' },
+  { name: 'PROXY_API_KEYS_FILE', type: 'string', help: 'file of inbound keys, one a line (# comments), re-read when it changes' },
+  { name: 'PROXY_ALLOW_UNAUTHENTICATED', type: 'boolean', default: false, help: 'allow listening on a non-loopback HOST without inbound keys (trusted private networks only)' },
+  { name: 'RATE_LIMIT_PER_MINUTE', type: 'integer', default: 0, minimum: 0, help: 'requests a minute per key (per client address without keys); 0 = unlimited' },
+  { name: 'WS_MAX_STREAMS_PER_KEY', type: 'integer', default: 0, minimum: 0, help: 'concurrent WebSocket streams per key; 0 = only WS_MAX_STREAMS applies' },
+  { name: 'CORS_ORIGINS', type: 'string', help: 'browser origins allowed, comma-separated, or * for any; unset: http(s)://localhost, 127.0.0.1 and [::1] on any port' },
+  { name: 'HOST', type: 'string', default: '127.0.0.1', help: 'listen address' },
+  { name: 'PORT', type: 'integer', default: 8080, minimum: 0, maximum: 65535, help: 'listen port (0 picks a free one)' },
+  { name: 'LOG_LEVEL', type: 'string', default: 'info', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'pino log level' },
+  { name: 'BODY_LIMIT', type: 'integer', default: 1048576, minimum: 1, help: 'largest request body in bytes; larger gets 413' },
+  { name: 'UPSTREAM_TIMEOUT_MS', type: 'integer', default: 60000, minimum: 1, help: 'wait for upstream response headers, and at most this long between body chunks; then 504' },
+  { name: 'UPSTREAM_CONNECT_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 1, help: 'wait for a TCP+TLS connection to the upstream; then 504' },
+  { name: 'UPSTREAM_CONNECTIONS', type: 'integer', default: 128, minimum: 1, help: 'most keep-alive connections held open to the upstream' },
+  { name: 'TOKEN_WAIT_MS', type: 'integer', default: 10000, minimum: 0, help: 'how long a request waits for a token when none is valid; then 503' },
+  { name: 'TOKEN_REFRESH_MARGIN', type: 'number', default: 0.2, minimum: 0.01, maximum: 0.5, help: 'renew when this fraction of the lifetime is left (plus up to half of it again as jitter)' },
+  { name: 'TOKEN_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 1, help: 'timeout of one token request' },
+  { name: 'TOKEN_RETRY_MIN_MS', type: 'integer', default: 1000, minimum: 1, help: 'first retry delay after a failed token request (doubles, with jitter)' },
+  { name: 'TOKEN_RETRY_MAX_MS', type: 'integer', default: 60000, minimum: 1, help: 'cap of the retry delay after failed token requests' },
+  { name: 'TOKEN_REJECTED_RETRY_MS', type: 'integer', default: 300000, minimum: 1, help: 'retry delay after the token endpoint rejected the credentials (400/401)' },
+  { name: 'WS_MAX_STREAMS', type: 'integer', default: 1000, minimum: 0, help: 'most concurrent WebSocket streams; over it the handshake gets 503' },
+  { name: 'WS_MAX_BUFFERED_BYTES', type: 'integer', default: 4194304, minimum: 1024, help: 'bytes queued for one slow WebSocket client before it is closed with 1013' },
+  { name: 'WS_PING_INTERVAL_MS', type: 'integer', default: 30000, minimum: 100, help: 'WebSocket ping period; a peer that misses a pong by the next ping is closed' },
+  { name: 'SHUTDOWN_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 0, help: 'on SIGTERM/SIGINT, how long in-flight requests may take before connections are cut' },
+];
+
+export interface Config {
+  /** Credential sets: `default` from the environment, plus those of PROXY_CONFIG. Never empty. */
+  credentialSets: CredentialSetConfig[];
+  /** The credential set used by requests whose key maps to none (and by all requests without keys). */
+  defaultCredentials?: string;
+  apiKeys: KeySources;
+  /** The keys read at start-up (the store re-reads the file later). */
+  initialKeys: ApiKey[];
+  keyPolicies: Record<string, KeyPolicy>;
+  allowUnauthenticated: boolean;
+  rateLimitPerMinute: number;
+  wsMaxStreamsPerKey: number;
+  /** Allowed browser origins: exact origins, `*` for any, or the loopback rule when unset. */
+  corsOrigins: string[] | 'loopback';
+  paths: string[];
+  host: string;
+  port: number;
+  logLevel: string;
+  bodyLimit: number;
+  upstreamTimeoutMs: number;
+  upstreamConnectTimeoutMs: number;
+  upstreamConnections: number;
+  tokenWaitMs: number;
+  tokenRefreshMargin: number;
+  tokenTimeoutMs: number;
+  tokenRetryMinMs: number;
+  tokenRetryMaxMs: number;
+  tokenRejectedRetryMs: number;
+  wsMaxStreams: number;
+  wsMaxBufferedBytes: number;
+  wsPingIntervalMs: number;
+  shutdownTimeoutMs: number;
+}

@@ -1,0 +1,287 @@
+// GraphQL subscriptions over WebSocket: each client upgrade on a proxied path becomes one upstream
+// WebSocket to the same path, opened with the token. The client is accepted only once the upstream
+// handshake has completed, with the subprotocol the upstream picked, so a client sees what it
+// would see talking to Bitquery directly: the same subprotocol, the same messages in the same
+// order, the same close codes. A handshake the proxy cannot complete is answered with an HTTP
+// status and a JSON body, never left hanging. This file admits handshakes (path, shutdown,
+// validity, caller, stream caps) and shuts the streams down; handshake.ts, upstream.ts and
+// stream.ts do the rest.
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Caller, ResolveCaller } from '../../auth/caller.js';
+import type { Config } from '../../config/index.js';
+import { ProxyError, refuseSocket } from '../../errors.js';
+import { redactUrl } from '../../log.js';
+import { headerLimit } from '../headers.js';
+import { validHandshake } from './handshake.js';
+import { closeSide, Stream, type Side } from './stream.js';
+import { openUpstream } from './upstream.js';
+
+/** A client handshake that passed admission, for a mode that serves it itself. */
+export interface Handshake {
+  req: IncomingMessage;
+  socket: Duplex;
+  head: Buffer;
+  path: string;
+  /** The query string, without the `?`. */
+  query: string;
+  /** The subprotocols the client offered, in its order (validated). */
+  protocols: string[];
+  caller: Caller;
+  /** Frees the handshake's place under the per-key stream cap; call it once the client's stream ends. */
+  release(): void;
+}
+
+/**
+ * Offered every admitted handshake before it is relayed (a future shared-subscriptions mode
+ * takes `graphql-ws`/`graphql-transport-ws` clients here). Returns true when it has taken the
+ * socket: from then on the proxy does nothing more with it, and the taker must call release().
+ */
+export type TakeOver = (handshake: Handshake) => boolean;
+
+export interface WsProxyOptions {
+  config: Config;
+  /** Key, origin and credential set of a handshake: the same decision as for HTTP requests. */
+  resolveCaller: ResolveCaller;
+  /** The daemon's logger; a `component: 'ws'` child is made from it. */
+  logger: Logger;
+  takeOver?: TakeOver;
+}
+
+export interface WsProxy {
+  /** The HTTP server's `upgrade` listener. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Open streams plus handshakes in progress (what WS_MAX_STREAMS counts). */
+  readonly size: number;
+  /** From now on new handshakes get 503; open streams keep flowing. */
+  stopAccepting(): void;
+  /**
+   * Answers handshakes in progress with 503, closes every stream with 1001 on both sides, and
+   * terminates what has not finished closing after `graceMs`. Resolves when every stream is gone.
+   */
+  close(graceMs: number): Promise<void>;
+}
+
+/** Upper bound on waiting for the upstream's handshake response once connected (on top of the connect timeout). */
+const HANDSHAKE_RESPONSE_MAX_MS = 10_000;
+
+/** One handshake in progress, abortable at shutdown. */
+interface Pending {
+  abort(): void;
+}
+
+/** The socket of a handshake may error before it is answered; what matters then is its close. */
+function ignoreSocketError(): void {}
+
+export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsProxyOptions): WsProxy {
+  const log = logger.child({ component: 'ws' });
+  const paths = new Set(config.paths);
+  /** Streams and handshakes per key name, for WS_MAX_STREAMS_PER_KEY and keys' maxStreams. */
+  const perKey = new Map<string, number>();
+  const handshakeTimeoutMs = config.upstreamConnectTimeoutMs + Math.min(config.upstreamTimeoutMs, HANDSHAKE_RESPONSE_MAX_MS);
+
+  const streams = new Set<Stream>();
+  const pending = new Set<Pending>();
+  let accepting = true;
+  let nextId = 1;
+  const allGone: (() => void)[] = [];
+
+  // The subprotocol the upstream picked, for the client handshake of the same request.
+  const picked = new WeakMap<IncomingMessage, string>();
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    handleProtocols: (_offered, req) => picked.get(req) || false,
+  });
+
+  const heartbeat = setInterval(() => {
+    for (const stream of streams) stream.heartbeat();
+  }, config.wsPingIntervalMs);
+  heartbeat.unref();
+
+  const checkGone = () => {
+    if (streams.size === 0 && pending.size === 0) for (const resolve of allGone.splice(0)) resolve();
+  };
+
+  const refused = (socket: Duplex, path: string, error: ProxyError) => {
+    const { status, code } = error;
+    if (status >= 500) log.warn({ path, status, error: code }, `stream refused: ${error.message}`);
+    else log.info({ path, status, error: code }, `stream refused: ${error.message}`);
+    refuseSocket(socket, error);
+  };
+
+  /** Counts a handshake (then its stream) against its key until the returned function is called. */
+  const hold = (keyName: string | undefined) => {
+    if (keyName === undefined) return () => undefined;
+    perKey.set(keyName, (perKey.get(keyName) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const left = perKey.get(keyName)! - 1;
+      if (left === 0) perKey.delete(keyName);
+      else perKey.set(keyName, left);
+    };
+  };
+
+  /** Wires an accepted client to its upstream. */
+  function pairUp(req: IncomingMessage, client: WebSocket, upstream: WebSocket, h: Handshake, attempts: number): void {
+    const info = { id: nextId++, path: h.path, protocol: upstream.protocol, key: h.caller.keyName };
+    const stream = new Stream(client, upstream, config.wsMaxBufferedBytes, {
+      error: (side: Side, err: Error) => log.debug({ stream: info.id, side, err: { message: err.message } }, 'stream error'),
+      closed: (s, ending, counts, ms) => {
+        streams.delete(s);
+        h.release();
+        checkGone();
+        log.info(
+          {
+            stream: info.id,
+            path: info.path,
+            protocol: info.protocol,
+            ...(info.key && { key: info.key }),
+            ms,
+            closedBy: ending.closedBy,
+            ...(ending.cause && { cause: ending.cause }),
+            code: ending.code,
+            ...(ending.reason && { reason: ending.reason }),
+            ...counts,
+          },
+          'stream closed',
+        );
+      },
+    });
+    streams.add(stream);
+    upstream.resume();
+    log.info({ stream: info.id, path: info.path, url: redactUrl(req.url ?? ''), protocol: info.protocol, ...(info.key && { key: info.key }), attempts }, 'stream opened');
+  }
+
+  /** Opens the upstream, then accepts the client with the upstream's subprotocol. */
+  async function relay(h: Handshake): Promise<void> {
+    const { req, socket, path } = h;
+    let handedOver = false;
+    let gone = false;
+    let current: WebSocket | undefined;
+    // Leaving `pending` as soon as the handshake is given up frees its place under WS_MAX_STREAMS
+    // and lets shutdown proceed; the awaits still running just find `gone` set and return.
+    const leave = () => {
+      socket.off('close', onSocketClose);
+      if (pending.delete(entry)) checkGone();
+    };
+    const giveUp = () => {
+      if (gone) return false;
+      gone = true;
+      current?.terminate();
+      leave();
+      return true;
+    };
+    const entry: Pending = {
+      abort: () => {
+        if (giveUp()) refused(socket, path, new ProxyError('shutting_down'));
+      },
+    };
+    // The client hung up while waiting (noticed only if its socket errors or is written to).
+    const onSocketClose = () => void giveUp();
+    socket.once('close', onSocketClose);
+    pending.add(entry);
+
+    try {
+      const result = await openUpstream({
+        caller: h.caller,
+        path,
+        query: h.query,
+        protocols: h.protocols,
+        headers: req.headers,
+        tokenWaitMs: config.tokenWaitMs,
+        timeoutMs: handshakeTimeoutMs,
+        abandoned: () => gone,
+        onAttempt: (ws) => (current = ws),
+      });
+      if ('abandoned' in result) return;
+      if ('refusal' in result) return refused(socket, path, result.refusal);
+      const { ws: upstream, attempts } = result;
+
+      // Nothing is read from the upstream until the client is wired, so no message can arrive
+      // before there is somewhere to send it.
+      upstream.pause();
+      picked.set(req, upstream.protocol);
+      socket.off('close', onSocketClose);
+      let client: WebSocket | undefined;
+      wss.handleUpgrade(req, socket, h.head, (ws) => (client = ws));
+      if (!client) {
+        // ws destroyed the socket instead (the client had already hung up).
+        closeSide(upstream, 1001, 'client went away');
+        return;
+      }
+      handedOver = true;
+      pairUp(req, client, upstream, h, attempts);
+    } finally {
+      if (!handedOver) h.release();
+      leave();
+    }
+  }
+
+  /** Path, shutdown, validity, caller and stream caps: the handshake is refused here or admitted. */
+  function admit(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, query: string): Handshake | ProxyError {
+    if (!paths.has(path)) return new ProxyError('not_found', `nothing at ${path}; proxied paths: ${config.paths.join(', ')}`);
+    if (!accepting) return new ProxyError('shutting_down');
+    const protocols = validHandshake(req);
+    if (protocols instanceof ProxyError) return protocols;
+    const caller = resolveCaller(req.headers);
+    if (caller instanceof ProxyError) return caller;
+    const tooMany = headerLimit(req.rawHeaders);
+    if (tooMany) return tooMany;
+    if (streams.size + pending.size >= config.wsMaxStreams) {
+      return new ProxyError('too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
+    }
+    const { keyName } = caller;
+    const keyCap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
+    if (keyName !== undefined && keyCap > 0 && (perKey.get(keyName) ?? 0) >= keyCap) {
+      return new ProxyError('too_many_streams', `the key "${keyName}" has ${keyCap} streams open (its stream limit): try again later`);
+    }
+    return { req, socket, head, path, query, protocols, caller, release: hold(keyName) };
+  }
+
+  const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', ignoreSocketError);
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const admitted = admit(req, socket, head, path, q === -1 ? '' : url.slice(q + 1));
+    if (admitted instanceof ProxyError) return refused(socket, path, admitted);
+    if (takeOver?.(admitted)) return;
+    relay(admitted).catch((err: Error) => {
+      log.error({ path: admitted.path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
+      refuseSocket(socket, new ProxyError('internal_error', 'the proxy failed to open the stream'));
+    });
+  };
+
+  return {
+    handleUpgrade,
+    get size() {
+      return streams.size + pending.size;
+    },
+    stopAccepting() {
+      accepting = false;
+    },
+    close(graceMs: number) {
+      accepting = false;
+      clearInterval(heartbeat);
+      for (const entry of [...pending]) entry.abort();
+      const all = [...streams];
+      if (graceMs <= 0) for (const stream of all) stream.terminate();
+      else for (const stream of all) stream.end('shutdown', 1001, 'proxy shutting down', 1001, 'proxy shutting down');
+      const gone = new Promise<void>((resolve) => {
+        allGone.push(resolve);
+        checkGone();
+      });
+      if (graceMs <= 0 || all.length === 0) return gone;
+      const cut = setTimeout(() => {
+        for (const stream of streams) stream.terminate();
+      }, graceMs);
+      return gone.finally(() => clearTimeout(cut));
+    },
+  };
+}
