@@ -4,6 +4,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { connectRedis, type RedisLink } from '../../src/shared-state/connection.js';
+import { redisConfigFrom, type RedisConfig, type RedisRaw } from '../../src/shared-state/settings.js';
 import { closedPort } from './ports.js';
 import { waitFor } from './proxy-process.js';
 
@@ -84,4 +87,29 @@ export async function startRedis(t: { teardown(fn: () => unknown): void }, extra
   t.teardown(() => server.stop());
   await server.start();
   return server;
+}
+
+/** The configuration the proxy would build from these REDIS_* values (defaults otherwise), with a short lease for tests. */
+export function redisConfig(url: string, raw: Partial<RedisRaw> = {}): RedisConfig {
+  return redisConfigFrom({ REDIS_URL: url, REDIS_PREFIX: 'bitquery-proxy:', REDIS_TIMEOUT_MS: 250, REDIS_FAILURE: 'open', REDIS_STREAM_LEASE_MS: 30_000, ...raw })!;
+}
+
+/** A logger whose lines are kept, parsed, and as raw text (to grep for secrets). */
+export function captureLogger(): { logger: Logger; lines: { level: number; msg: string; [k: string]: unknown }[]; text(): string } {
+  let raw = '';
+  const lines: { level: number; msg: string }[] = [];
+  const logger = pino({ level: 'debug' }, {
+    write(line: string) {
+      raw += line;
+      lines.push(JSON.parse(line) as { level: number; msg: string });
+    },
+  });
+  return { logger, lines, text: () => raw };
+}
+
+/** A connection closed at the end of `t`. */
+export function linkFor(t: { teardown(fn: () => unknown): void }, config: RedisConfig, logger: Logger = pino({ level: 'silent' })): RedisLink {
+  const link = connectRedis(config, logger);
+  t.teardown(() => link.close());
+  return link;
 }
