@@ -89,6 +89,7 @@ export function connectRedis(config: RedisConfig, logger: Logger): RedisLink {
     if (state === 'down') log.info({ redis: config.display }, 'Redis is back: limits, cache and usage are shared again');
     else log.info({ redis: config.display }, 'Redis connected: limits, cache and usage are shared');
     state = 'up';
+    lastError = '';
     clearInterval(probe);
     probe = undefined;
     for (const l of listeners) l(true);
