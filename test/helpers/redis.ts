@@ -89,9 +89,13 @@ export async function startRedis(t: { teardown(fn: () => unknown): void }, extra
   return server;
 }
 
-/** The configuration the proxy would build from these REDIS_* values (defaults otherwise), with a short lease for tests. */
+/**
+ * The configuration the proxy would build from these REDIS_* values. The deadline defaults to 5 s
+ * here, not 250 ms: on a loaded test machine a call can take longer, which would mark Redis down in
+ * tests about something else. Tests of the deadline set REDIS_TIMEOUT_MS themselves.
+ */
 export function redisConfig(url: string, raw: Partial<RedisRaw> = {}): RedisConfig {
-  return redisConfigFrom({ REDIS_URL: url, REDIS_PREFIX: 'bitquery-proxy:', REDIS_TIMEOUT_MS: 250, REDIS_FAILURE: 'open', REDIS_STREAM_LEASE_MS: 30_000, ...raw })!;
+  return redisConfigFrom({ REDIS_URL: url, REDIS_PREFIX: 'bitquery-proxy:', REDIS_TIMEOUT_MS: 5000, REDIS_FAILURE: 'open', REDIS_STREAM_LEASE_MS: 30_000, ...raw })!;
 }
 
 /** A logger whose lines are kept, parsed, and as raw text (to grep for secrets). */
