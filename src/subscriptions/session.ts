@@ -98,6 +98,8 @@ export class ClientSession {
   private bytesToClient = 0;
   private closedBy: 'client' | 'proxy' = 'client';
   private cause?: Cause;
+  /** What ws found wrong with a client frame, for the close line. */
+  private problem?: string;
 
   constructor(
     readonly id: number,
@@ -111,7 +113,13 @@ export class ClientSession {
     this.cork = batching(ws);
     ws.on('message', (data, isBinary) => this.received(data, isBinary));
     ws.on('pong', () => (this.alive = true));
-    ws.on('error', (err) => ctx.log.debug({ client: id, err: { message: err.message } }, 'client socket error'));
+    ws.on('error', (err) => {
+      // Only frame-level violations reach here (too large, bad UTF-8, bad opcode): ws closes the socket itself.
+      this.closedBy = 'proxy';
+      this.cause ??= 'protocol_error';
+      this.problem = err.message;
+      ctx.log.debug({ client: id, err: { message: err.message } }, 'client socket error');
+    });
     ws.once('close', (code, reason) => this.closed(code, reason.toString('utf8')));
     this.initTimer = setTimeout(() => {
       if (this.principal) this.close(CLOSE.initTimeout, 'Connection initialisation timeout', 'init_timeout');
@@ -296,7 +304,7 @@ export class ClientSession {
         closedBy: this.closedBy,
         ...(this.cause && { cause: this.cause }),
         code,
-        ...(reason && { reason }),
+        ...((reason || this.problem) && { reason: reason || this.problem }),
         subscriptions: this.subscriptionsTotal,
         messagesToClient: this.messagesToClient,
         bytesToClient: this.bytesToClient,

@@ -57,8 +57,6 @@ const OP_ID = '1';
 
 const wsOrigin = (origin: URL) => `${origin.protocol === 'https:' ? 'wss:' : 'ws:'}//${origin.host}`;
 
-const bytes = (data: RawData) => (Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data));
-
 type Phase = 'connecting' | 'initialising' | 'live' | 'waiting' | 'ended';
 
 interface Failure {
@@ -256,7 +254,7 @@ export class UpstreamStream {
     if (isBinary) return; // proof of life all the same
     let msg: { type?: unknown; id?: unknown; payload?: unknown } | null;
     try {
-      msg = JSON.parse(bytes(data).toString('utf8')) as typeof msg;
+      msg = JSON.parse((data as Buffer).toString('utf8')) as typeof msg; // binaryType nodebuffer: always one Buffer
     } catch {
       return;
     }

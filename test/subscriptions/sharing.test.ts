@@ -594,6 +594,7 @@ t.test('protocol rules with real sockets', async (t) => {
     const huge = await transport(h);
     huge.subscribe('1', `subscription { a(x: "${'x'.repeat(5000)}") }`);
     t.equal((await huge.closed).code, 1009, 'a message over the bound closes with 1009');
+    t.match(await waitFor(() => h.logs.find((l) => l.msg === 'client connection closed' && l.reason === 'Max payload size exceeded')), { closedBy: 'proxy', cause: 'protocol_error' });
   });
 
   await t.test('graphql-transport-ws ping gets pong', async (t) => {
