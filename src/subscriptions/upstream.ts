@@ -237,7 +237,7 @@ export class UpstreamStream {
     const quoted = detail ? `: ${detail}` : '';
     if (status === 401) {
       // Bitquery checks the token at the handshake only: this token is no good. A fresh one is tried at once.
-      const fresh = await this.principal.tokens.tokenRejected(token, this.ctx.settings.tokenWaitMs).catch(() => undefined);
+      const fresh = await this.principal.tokens.tokenRejected(token, this.ctx.settings.tokenWaitMs);
       if (this.phase !== 'connecting') return;
       this.nextToken = fresh;
       return this.failed({ reason: 'unauthorized', message: `the upstream rejected the token (401)${quoted}`, ...(fresh !== undefined && { delayMs: 0 }) });
