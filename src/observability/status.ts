@@ -220,6 +220,9 @@ function since(isoTime: string, now: number): string {
 const MODES: Record<string, string> = { client_credentials: 'client credentials', static: 'static token' };
 const STATUS_TONE: Record<string, string> = { active: 'ok', grace: 'warn', blocked: 'bad', expired: 'bad' };
 
+/** An error that a later renewal has fixed is history, not an alarm. */
+const errorTone = (errorAt: string, renewalAt: string | null) => (renewalAt !== null && Date.parse(renewalAt) >= Date.parse(errorAt) ? 'muted' : 'bad');
+
 function tokenPart(c: CredentialStatus, now: number): Html {
   const t = c.token;
   const state = t.valid
@@ -228,7 +231,7 @@ function tokenPart(c: CredentialStatus, now: number): Html {
   return html`<dl>
       <dt>Token</dt><dd>${state}</dd>
       <dt>Last renewal</dt><dd>${t.lastRenewalAt ? `${when(t.lastRenewalAt)} (${since(t.lastRenewalAt, now)})` : '–'}</dd>
-      <dt>Last error</dt><dd>${t.lastError && t.lastErrorAt ? html`<span class="bad">${t.lastError}</span> (${since(t.lastErrorAt, now)})` : '–'}</dd>
+      <dt>Last error</dt><dd>${t.lastError && t.lastErrorAt ? html`<span class="${errorTone(t.lastErrorAt, t.lastRenewalAt)}">${t.lastError}</span> (${since(t.lastErrorAt, now)})` : '–'}</dd>
     </dl>`;
 }
 
@@ -246,7 +249,7 @@ function accountPart(c: CredentialStatus, warnPercent: number, now: number): Htm
       <div class="bar" role="progressbar" aria-label="points used" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${Math.min(100, a.percentUsed)}"><span class="${tone}-bg" style="width:${Math.min(100, a.percentUsed)}%"></span></div>`;
   return html`<h3>Bitquery account <span class="tag ${STATUS_TONE[a.status] ?? 'warn'}">${a.status}</span> <span class="muted">${a.plan}</span></h3>
     ${points}
-    <p class="muted">period ${when(a.periodStart)} – ${when(a.periodEnd)} (ends ${since(a.periodEnd, now)}) · ${num(a.requestsUsed)} requests · streams allowed: ${a.subscriptionLimit > 0 ? num(a.subscriptionLimit) : 'no limit'}${c.usageError ? html` · <span class="bad">last poll failed: ${c.usageError}</span>` : ''}</p>`;
+    <p class="muted">period ${when(a.periodStart)} – ${when(a.periodEnd)} (${Date.parse(a.periodEnd) > now ? 'ends' : 'ended'} ${since(a.periodEnd, now)}) · ${num(a.requestsUsed)} requests · streams allowed: ${a.subscriptionLimit > 0 ? num(a.subscriptionLimit) : 'no limit'}${c.usageError ? html` · <span class="bad">last poll failed: ${c.usageError}</span>` : ''}</p>`;
 }
 
 function tile(label: string, value: string | number, tone = ''): Html {

@@ -47,6 +47,9 @@ t.test('status.json: each set with its token state and account, traffic, no secr
     usageError: 'the Usage API refused the token (HTTP 401)',
   });
   t.notMatch(JSON.stringify(data), 'secret');
+  const page = renderStatusPage(data);
+  t.match(page, '<span class="muted">token endpoint answered HTTP 503</span>', 'an error a later renewal fixed is history');
+  t.match(page, '<span class="bad">rejected</span>', 'an error without a renewal since is an alarm');
 
   status.close();
   events.emit('token', { credentials: 'default', result: 'failed', reason: 'after close' });
@@ -103,6 +106,16 @@ t.test('the page shows the numbers, the bar, and the token states', async (t) =>
   t.notMatch(page, 'requests saved', 'no savings tile without the points saver');
   t.notMatch(page, '<script', 'no script');
   t.notMatch(page, /(src|href)="?(https?:)?\/\//, 'no external asset');
+
+  const day = 86400_000;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const { status: periods } = board({}, {
+    default: { usage: usage({ periodStart: iso(Date.now() - 6 * day), periodEnd: iso(Date.now() + 23 * day + 1800_000) }), failures: 0 },
+    'team-b': { usage: usage({ periodStart: iso(Date.now() - 40 * day), periodEnd: iso(Date.now() - 2 * day - 1800_000) }), failures: 0 },
+  });
+  const both = renderStatusPage(await periods.data());
+  t.match(both, '(ends in 23 d 0 h)');
+  t.match(both, '(ended 2 d 0 h ago)');
 
   const { status: quiet } = board({ traffic: async () => ({ ...quietTraffic(), requestsSaved: 40, subscriptions: 15, upstreamStreams: 1 }) }, { default: { usage: usage({ pointsUsed: 850_000, pointsLimit: 1_000_000 }), failures: 0 } });
   const calm = renderStatusPage(await quiet.data());
