@@ -70,6 +70,55 @@ export interface MetricsOptions {
 
 type Config<C> = Omit<C, 'registers'>;
 
+/**
+ * A histogram over one label, for the request path: observe() is a bucket search and three
+ * additions, where prom-client's Histogram hashes the labels and turns the bound into a string key
+ * on every observation (about 20 times the cost, measured). The registry reads it like any
+ * metric, through get() and reset().
+ */
+export class LightHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly label: string,
+    private readonly buckets: readonly number[],
+  ) {}
+
+  observe(labelValue: string, value: number): void {
+    let series = this.series.get(labelValue);
+    if (!series) this.series.set(labelValue, (series = { counts: this.buckets.map(() => 0), sum: 0, count: 0 }));
+    const { buckets } = this;
+    let i = 0;
+    while (i < buckets.length && value > buckets[i]!) i++;
+    if (i < buckets.length) series.counts[i]! += 1;
+    series.sum += value;
+    series.count += 1;
+  }
+
+  async get() {
+    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+    for (const [labelValue, { counts, sum, count }] of this.series) {
+      let cumulative = 0;
+      this.buckets.forEach((le, i) => {
+        cumulative += counts[i]!;
+        values.push({ metricName: `${this.name}_bucket`, labels: { le, [this.label]: labelValue }, value: cumulative });
+      });
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf', [this.label]: labelValue }, value: count });
+      values.push({ metricName: `${this.name}_sum`, labels: { [this.label]: labelValue }, value: sum });
+      values.push({ metricName: `${this.name}_count`, labels: { [this.label]: labelValue }, value: count });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
+}
+
 const sum = (values: { value: number }[]) => values.reduce((total, v) => total + v.value, 0);
 
 function add(map: Map<string, number>, label: string, by: number): void {
@@ -100,18 +149,12 @@ export class Metrics {
       help: 'Proxied HTTP requests, by the status the client got',
       labelNames: ['path', 'status', 'key', 'credentials'] as const,
     }));
-    const requestDuration = this.histogram({
-      name: 'bitquery_proxy_request_duration_seconds',
-      help: 'Whole proxied HTTP request at the proxy, in seconds',
-      labelNames: ['path'] as const,
-      buckets: DURATION_BUCKETS,
-    });
-    const upstreamDuration = this.histogram({
-      name: 'bitquery_proxy_upstream_duration_seconds',
-      help: "Until the upstream's response headers, in seconds",
-      labelNames: ['credentials'] as const,
-      buckets: DURATION_BUCKETS,
-    });
+    const requestDuration = this.lightHistogram(
+      new LightHistogram('bitquery_proxy_request_duration_seconds', 'Whole proxied HTTP request at the proxy, in seconds', 'path', DURATION_BUCKETS),
+    );
+    const upstreamDuration = this.lightHistogram(
+      new LightHistogram('bitquery_proxy_upstream_duration_seconds', "Until the upstream's response headers, in seconds", 'credentials', DURATION_BUCKETS),
+    );
     const retries = (this.retries = this.counter({
       name: 'bitquery_proxy_upstream_retries_total',
       help: 'Upstream requests and handshakes retried after a 401',
@@ -190,8 +233,8 @@ export class Metrics {
         const key = labels.key(e.key);
         const credentials = labels.credentials(e.credentials);
         requests.inc({ path, status: e.status, key, credentials });
-        requestDuration.observe({ path }, e.ms / 1000);
-        if (e.upstreamMs !== undefined) upstreamDuration.observe({ credentials }, e.upstreamMs / 1000);
+        requestDuration.observe(path, e.ms / 1000);
+        if (e.upstreamMs !== undefined) upstreamDuration.observe(credentials, e.upstreamMs / 1000);
         if (e.attempts > 1) retries.inc({ credentials }, e.attempts - 1);
         if (e.upstreamStatus === 402 || e.upstreamStatus === 429) upstreamLimited.inc({ key, status: e.upstreamStatus });
         if (e.error === 'rate_limited') rateLimited.inc({ key });
@@ -239,6 +282,12 @@ export class Metrics {
 
   histogram<T extends string>(config: Config<HistogramConfiguration<T>>): Histogram<T> {
     return new Histogram({ ...config, registers: [this.registry] });
+  }
+
+  private lightHistogram(histogram: LightHistogram): LightHistogram {
+    // Registered by shape: the registry only calls get() and reset() and reads name, help and type.
+    this.registry.registerMetric(histogram as unknown as Histogram);
+    return histogram;
   }
 
   /** The account gauges, set at scrape time from the last Usage API answer of each credential set. */

@@ -1,7 +1,7 @@
 import t from 'tap';
-import { register as globalRegistry } from 'prom-client';
+import { register as globalRegistry, Histogram, Registry } from 'prom-client';
 import { Events } from '../../src/events.js';
-import { DURATION_BUCKETS, Metrics } from '../../src/observability/metrics.js';
+import { DURATION_BUCKETS, LightHistogram, Metrics } from '../../src/observability/metrics.js';
 import { fakeSet, request, usage } from './helpers.js';
 
 function setup() {
@@ -210,4 +210,20 @@ t.test('close() stops listening; metrics of later issues join the same registry'
   events.emit('request', request({ key: 'alice', credentials: 'default' }));
   t.equal(await value(metrics, 'bitquery_proxy_requests_total', {}), 0);
   t.notOk(events.has('request'));
+});
+
+t.test("LightHistogram's exposition is prom-client's Histogram's, to the line", async (t) => {
+  const observations: [string, number][] = [['/graphql', 0.0002], ['/graphql', 0.0001], ['/eap', 42], ['/graphql', 500], ['/eap', 0.003], ['/graphql', 0]];
+  const reference = new Registry();
+  const histogram = new Histogram({ name: 'x_seconds', help: 'help text', labelNames: ['path'], buckets: DURATION_BUCKETS, registers: [reference] });
+  const light = new Registry();
+  const lightHistogram = new LightHistogram('x_seconds', 'help text', 'path', DURATION_BUCKETS);
+  light.registerMetric(lightHistogram as unknown as Histogram);
+  for (const [path, seconds] of observations) {
+    histogram.observe({ path }, seconds);
+    lightHistogram.observe(path, seconds);
+  }
+  t.equal(await light.metrics(), await reference.metrics());
+  light.resetMetrics();
+  t.equal(await light.metrics(), '# HELP x_seconds help text\n# TYPE x_seconds histogram\n', 'reset empties it');
 });

@@ -183,15 +183,15 @@ t.test('a failed poll backs off, warns once, and recovers', async (t) => {
 
 t.test('each kind of failure is described without the token', async (t) => {
   const api = await usageApi(t);
-  const cases: [string, (req: IncomingMessage, res: ServerResponse) => void, RegExp][] = [
+  const cases: [string, (req: IncomingMessage, res: ServerResponse) => void, RegExp, number?][] = [
     ['401', json({ error: 'unauthorized' }, 401), /^the Usage API refused the token \(HTTP 401\)$/],
     ['not the shape', json({ status: 'active' }), /^the Usage API answer is not the documented shape: billing_period is not an object$/],
     ['too large', (_req, res) => res.writeHead(200).end(`{"status":"active","pad":"${'x'.repeat(100_000)}"}`), /not the documented shape: the body is not JSON/],
-    ['no answer', () => undefined, /^the Usage API is unreachable: no answer within 150 ms$/],
+    ['no answer', () => undefined, /^the Usage API is unreachable: no answer within 150 ms$/, 150],
   ];
-  for (const [name, answer, message] of cases) {
+  for (const [name, answer, message, timeoutMs] of cases) {
     api.answers.splice(0, api.answers.length, answer);
-    const { p, log } = poller(t, api.url, [fakeSet('default')], { intervalMs: 60_000, timeoutMs: 150 });
+    const { p, log } = poller(t, api.url, [fakeSet('default')], { intervalMs: 60_000, timeoutMs });
     p.start();
     await waitFor(() => p.state('default')!.lastError, 5000, name);
     t.match(p.state('default'), { lastError: message, failures: 1, lastErrorAt: Number }, name);
