@@ -15,6 +15,8 @@ export interface AdminOptions {
   /** The main port's /readyz answer: 200 when ready, else 503, with this body either way. */
   readiness(): { ready: boolean };
   status(): Promise<StatusData>;
+  /** A connection silent this long is closed (a slow request, an idle keep-alive). */
+  idleTimeoutMs?: number;
 }
 
 export interface Admin {
@@ -29,6 +31,8 @@ const PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'
 
 export const ADMIN_ROUTES = ['/metrics', '/healthz', '/readyz', '/status', '/status.json'];
 
+const IDLE_TIMEOUT_MS = 10_000;
+
 export async function buildAdmin(options: Omit<AdminOptions, 'host' | 'port'>): Promise<FastifyInstance> {
   const { metrics, readiness, status } = options;
   const app = Fastify({
@@ -37,6 +41,8 @@ export async function buildAdmin(options: Omit<AdminOptions, 'host' | 'port'>): 
     return503OnClosing: true,
     // Scrapers keep connections open: closing must not wait for them.
     forceCloseConnections: true,
+    // A client cannot hold a connection by going silent.
+    connectionTimeout: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
   });
   app.addHook('onSend', async (_request, reply) => {
     reply.header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');

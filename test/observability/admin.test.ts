@@ -1,4 +1,6 @@
 import t from 'tap';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 import { networkInterfaces } from 'node:os';
 import { Writable } from 'node:stream';
 import pino from 'pino';
@@ -118,4 +120,16 @@ t.test('an IPv6 host is written in brackets', { skip: !hasIpv6Loopback() && 'no 
   const admin = await startAdmin({ ...options, host: '::1' });
   t.teardown(() => admin.close());
   t.match(admin.url, /^http:\/\/\[::1\]:\d+$/);
+});
+
+t.test('a client that goes silent in the middle of its request is cut off', async (t) => {
+  const { options } = parts();
+  const admin = await startAdmin({ ...options, idleTimeoutMs: 300 });
+  t.teardown(() => admin.close());
+  const socket = connect(Number(new URL(admin.url).port), '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n');
+  const started = Date.now();
+  await once(socket, 'close');
+  t.ok(Date.now() - started < 5000, `closed after the idle timeout (${Date.now() - started} ms), not Node's 60 s for headers`);
 });
