@@ -89,6 +89,30 @@ export interface RefusalEvent {
   credentials?: string;
 }
 
+/** The account's billing period as Bitquery's Usage API last reported it for one credential set. */
+export interface AccountUsage {
+  /** `active`, `grace`, `blocked` or `expired` (Bitquery may add others). */
+  status: string;
+  plan: string;
+  /** ISO timestamps of the billing period. */
+  periodStart: string;
+  periodEnd: string;
+  /** 0 means no limit. */
+  pointsLimit: number;
+  pointsUsed: number;
+  requestsUsed: number;
+  /** Concurrent streams the plan allows; 0 means no limit. */
+  subscriptionLimit: number;
+  /** Epoch ms of the poll that got this answer. */
+  polledAt: number;
+}
+
+/** A successful Usage API poll for one credential set. */
+export interface UsageEvent {
+  credentials: string;
+  usage: AccountUsage;
+}
+
 export interface EventMap {
   request: RequestEvent;
   token: TokenEvent;
@@ -96,6 +120,7 @@ export interface EventMap {
   streamClosed: StreamClosedEvent;
   streamMessage: StreamMessageEvent;
   refused: RefusalEvent;
+  usage: UsageEvent;
 }
 
 type Listener<K extends keyof EventMap> = (event: EventMap[K]) => void;
