@@ -2,7 +2,7 @@
 // Prometheus, the kubelet's probes and people. It never proxies and exposes no secret.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { sendError } from '../proxy/errors.js';
+import { ProxyError, sendError } from '../errors.js';
 import { renderStatusPage, type StatusData } from './status.js';
 
 export interface AdminOptions {
@@ -58,11 +58,11 @@ export async function buildAdmin(options: Omit<AdminOptions, 'host' | 'port'>): 
     reply.header('content-type', 'text/html; charset=utf-8').header('content-security-policy', PAGE_CSP).send(renderStatusPage(await status())),
   );
   app.setNotFoundHandler((request, reply) =>
-    sendError(reply, 404, 'not_found', `nothing at ${request.method} ${request.url.split('?')[0]} on the admin port; it serves GET ${ADMIN_ROUTES.join(', ')}`),
+    sendError(reply, new ProxyError('not_found', `nothing at ${request.method} ${request.url.split('?')[0]} on the admin port; it serves GET ${ADMIN_ROUTES.join(', ')}`)),
   );
   app.setErrorHandler((err, request, reply) => {
     request.log.error({ err }, 'admin request failed');
-    return sendError(reply, 500, 'internal_error', 'the admin listener failed to answer');
+    return sendError(reply, new ProxyError('internal_error', 'the admin listener failed to answer'));
   });
   return app;
 }

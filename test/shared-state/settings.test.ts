@@ -3,7 +3,7 @@ import t from 'tap';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError } from '../../src/config.js';
+import { ConfigError } from '../../src/config/index.js';
 import { redisConfigFrom, type RedisRaw } from '../../src/shared-state/settings.js';
 
 const DEFAULTS: RedisRaw = { REDIS_PREFIX: 'bitquery-proxy:', REDIS_TIMEOUT_MS: 250, REDIS_FAILURE: 'open', REDIS_STREAM_LEASE_MS: 30000 };
