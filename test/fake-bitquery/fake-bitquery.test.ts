@@ -1,7 +1,9 @@
 import t from 'tap';
 import { WebSocket, type RawData } from 'ws';
 import { createClient } from 'graphql-ws';
-import { FakeBitquery, type RecordedWsClose, type RecordedWsHandshake } from './index.js';
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { FakeBitquery, type InjectedFault, type RecordedWsClose, type RecordedWsHandshake } from './index.js';
 
 const FORM = 'application/x-www-form-urlencoded';
 const INVALID_CLIENT = {
@@ -800,12 +802,12 @@ t.test('WebSocket streams as Bitquery bills them', async (t) => {
     t.same(await event(c, 'q'), { hello: 'world' });
     t.same(await c.next((m) => m.id === 'q'), { id: 'q', type: 'complete' });
 
-    start(c, 's', { query: 'subscription { ticks { n } }' });
-    t.same(await event(c, 's'), { ticks: { n: 1 } });
+    start(c, 's', { query: 'subscription { events { seq } }' });
+    await waitFor(() => fake.activeStreams().length === 1, 2000, 'the stream');
     c.send({ type: 'complete', id: 's' });
     await waitFor(() => fake.activeStreams()[0]?.stopRequested === true, 2000, 'stopRequested');
-    const n = (await event(c, 's')).ticks.n;
-    t.ok(n >= 2, 'events keep flowing after complete');
+    t.same(fake.publish(), { seq: 1, delivered: 1 });
+    t.same(await event(c, 's'), { events: { seq: 1 } }, 'events keep flowing after complete');
     t.notOk(c.received.some((m) => m.type === 'complete' && m.id === 's'), 'no complete sent back');
     t.equal(fake.activeStreams().length, 1, 'still billed');
 
@@ -942,18 +944,20 @@ t.test('WebSocket streams as Bitquery bills them', async (t) => {
     t.equal(fake.silence((s) => s.protocol === 'graphql-ws'), 1);
     t.equal(fake.silence(), 1, 'only the one not yet silenced changes');
     t.same(fake.sockets().map((s) => s.silenced), [true, true]);
-    const marks = [legacy.received.length, transport.received.length];
-    t.same(fake.publish(), { seq: 1, delivered: 0 });
-    transport.send({ type: 'ping' });
-    legacy.send({ type: 'start', id: '2', payload: { query: '{ hello }' } });
-    transport.send({ type: 'subscribe', id: '2', payload: { query: 'subscription { events { seq } }' } });
-    await waitFor(() => fake.activeStreams().length === 3, 2000, 'a stream started while silent');
+    // WebSocket-level pings are answered; each pong also proves that what the server sent before the
+    // silence has arrived (same TCP stream, in order).
     for (const c of [legacy, transport]) {
       let pongs = 0;
       c.ws.on('pong', () => (pongs += 1));
       c.ws.ping();
       await waitFor(() => pongs === 1, 2000, 'WebSocket-level pong');
     }
+    const marks = [legacy.received.length, transport.received.length];
+    t.same(fake.publish(), { seq: 1, delivered: 0 });
+    transport.send({ type: 'ping' });
+    legacy.send({ type: 'start', id: '2', payload: { query: '{ hello }' } });
+    transport.send({ type: 'subscribe', id: '2', payload: { query: 'subscription { events { seq } }' } });
+    await waitFor(() => fake.activeStreams().length === 3, 2000, 'a stream started while silent');
     // A socket opened later speaks: four of its keep-alives span several ka / pong / tick periods.
     const clock = await open('graphql-ws');
     for (let i = 0; i < 4; i++) await clock.next((m) => m.type === 'ka');
@@ -1017,6 +1021,210 @@ t.test('WebSocket streams as Bitquery bills them', async (t) => {
     t.equal(fake.openSockets(), 2);
     start(transport, 'e', { query: '{ hello }' });
     t.same(await event(transport, 'e'), { hello: 'world' }, 'the id is free again');
+  });
+});
+
+t.test('random faults', async (t) => {
+  const fake = await FakeBitquery.start();
+  t.teardown(() => fake.close());
+  t.beforeEach(() => fake.reset());
+  const token = fake.issueToken();
+
+  /** The status of one GraphQL request, or 'error' when the connection failed. */
+  async function outcome(target = fake, tok = token): Promise<number | 'error'> {
+    try {
+      const res = await gql(target, tok);
+      await res.arrayBuffer();
+      return res.status;
+    } catch {
+      return 'error';
+    }
+  }
+
+  t.test('each kind, as the client sees it, counted and recorded', async (t) => {
+    const seen: InjectedFault[] = [];
+    const onFault = (f: InjectedFault) => seen.push(f);
+    fake.on('fault', onFault);
+    t.teardown(() => void fake.off('fault', onFault));
+
+    fake.setFaults({ tokenError: 1 });
+    let res = await postToken(fake, GOOD);
+    t.equal(res.status, 500);
+    t.match(res.headers.get('content-type'), /^application\/json/);
+    t.same(await res.json(), {
+      error: 'server_error',
+      error_description: 'The authorization server encountered an unexpected condition that prevented it from fulfilling the request.',
+      status_code: 500,
+    });
+    fake.setFaults({ tokenTimeout: 1 });
+    const hung = fetch(fake.tokenUrl, { method: 'POST', headers: { 'content-type': FORM }, body: tokenForm(GOOD), signal: AbortSignal.timeout(150) });
+    await t.rejects(hung, { name: 'TimeoutError' }, 'tokenTimeout never answers');
+
+    fake.setFaults({ http401: 1 });
+    const r401 = await gql(fake, token);
+    t.equal(r401.status, 401);
+    t.equal(await r401.text(), 'Unauthorized');
+    t.ok(fake.isValid(token), 'the token stays valid');
+    fake.setFaults({ http401: 1, http401Revokes: true });
+    const revoked = fake.issueToken();
+    t.equal(await outcome(fake, revoked), 401);
+    t.notOk(fake.isValid(revoked), 'http401Revokes revokes it');
+
+    fake.setFaults({ http5xx: 1, seed: 3 });
+    const answers = new Set<string>();
+    for (let i = 0; i < 24; i++) {
+      const r = await gql(fake, token);
+      t.equal(r.headers.get('content-type'), 'text/plain; charset=utf-8');
+      answers.add(`${r.status} ${await r.text()}`);
+    }
+    t.same([...answers].sort(), ['500 Memory limit', '500 Too many simultaneous queries', '502 Bad Gateway', '503 Service Unavailable'].sort());
+
+    fake.setFaults({ httpSlow: 1, slowMs: 120 });
+    const started = Date.now();
+    t.equal(await outcome(), 200, 'slow, then answered');
+    t.ok(Date.now() - started >= 110, 'after slowMs');
+
+    fake.setFaults({ httpReset: 1 });
+    const points = fake.usage.usage.points_usage;
+    t.equal(await outcome(), 'error', 'reset mid-answer');
+    t.equal(fake.usage.usage.points_usage, points + 5, 'the server ran it: charged');
+
+    fake.setFaults(undefined);
+    t.equal(await outcome(), 200, 'off again');
+    t.same(fake.faultCounts, { tokenError: 1, tokenTimeout: 1, http401: 2, http5xx: 24, httpSlow: 1, httpReset: 1 });
+    t.same(seen, fake.injectedFaults, "the 'fault' event and the records agree");
+    t.match(fake.injectedFaults[0], { kind: 'tokenError', n: 1, path: '/oauth2/token', status: 500 });
+    t.match(fake.injectedFaults[2], { kind: 'http401', n: 1, path: '/graphql', token, status: 401, body: 'Unauthorized' });
+    t.match(fake.injectedFaults.at(-1), { kind: 'httpReset', n: 1, token, status: undefined });
+    t.equal(fake.tokenRequests.length, 2);
+  });
+
+  t.test('scripted answers and 401s for bad tokens draw no fault', async (t) => {
+    fake.setFaults({ http5xx: 1 });
+    fake.graphqlScript.push({ status: 200, body: '{"data":{}}' });
+    t.equal(await outcome(), 200);
+    t.equal(await outcome(fake, 'ory_at_bad.bad'), 401);
+    t.equal(fake.faultCounts.http5xx, 0);
+    t.ok(((await outcome()) as number) >= 500, 'a 5xx');
+    t.match(fake.injectedFaults, [{ kind: 'http5xx', n: 1 }]);
+  });
+
+  t.test('the same seed gives the same faults, request by request', async (t) => {
+    const config = { seed: 42, http401: 0.2, http5xx: 0.2, httpReset: 0.2, httpSlow: 0.1, slowMs: 1, tokenError: 0.3, tokenTimeout: 0 };
+    const run = async (cfg: typeof config) => {
+      const f = await FakeBitquery.start({ faults: cfg });
+      try {
+        const tok = f.issueToken();
+        const http: (number | 'error')[] = [];
+        for (let i = 0; i < 40; i++) http.push(await outcome(f, tok));
+        const tokens: number[] = [];
+        for (let i = 0; i < 20; i++) tokens.push((await postToken(f, GOOD).then(async (r) => (await r.arrayBuffer(), r))).status);
+        return { http, tokens, kinds: f.injectedFaults.map((x) => `${x.kind}#${x.n}`), seed: f.faults!.seed };
+      } finally {
+        await f.close();
+      }
+    };
+    const a = await run(config);
+    const b = await run(config);
+    t.same(b, a, 'identical');
+    t.equal(a.seed, 42);
+    for (const kind of ['http401', 'http5xx', 'httpReset', 'httpSlow', 'tokenError']) {
+      t.ok(a.kinds.some((k) => k.startsWith(`${kind}#`)), `${kind} drawn at least once in this run`);
+    }
+    t.ok(a.http.some((s) => s === 200) && a.tokens.some((s) => s === 200), 'and normal answers');
+    const c = await run({ ...config, seed: 43 });
+    t.not(JSON.stringify(c.kinds), JSON.stringify(a.kinds), 'another seed, another schedule');
+  });
+
+  t.test('bad configurations throw a RangeError naming the field; no seed picks one', async (t) => {
+    t.throws(() => fake.setFaults({ http5xx: 1.5 }), new RangeError('fault http5xx must be a probability between 0 and 1, got 1.5'));
+    t.throws(() => fake.setFaults({ tokenError: -0.1 }), RangeError);
+    t.throws(() => fake.setFaults({ http401: 0.6, httpReset: 0.5 }), /http401 \+ http5xx \+ httpSlow \+ httpReset must add up to 1 at most/);
+    t.throws(() => fake.setFaults({ seed: 1.5 }), /seed must be an integer/);
+    t.throws(() => fake.setFaults({ slowMs: -1 }), /slowMs/);
+    await t.rejects(FakeBitquery.start({ faults: { tokenTimeout: 2 } }), RangeError);
+    t.equal(fake.faults, undefined, 'a rejected configuration leaves faults off');
+    fake.setFaults({ httpSlow: 0.5 });
+    t.type(fake.faults!.seed, 'number');
+    t.equal(fake.faults!.httpSlow, 0.5);
+  });
+
+  t.test('recordRequests off: no records, counters and events go on', async (t) => {
+    fake.recordRequests = false;
+    t.teardown(() => void (fake.recordRequests = true));
+    fake.setFaults({ http5xx: 1 });
+    let events = 0;
+    const onFault = () => (events += 1);
+    fake.on('fault', onFault);
+    t.teardown(() => void fake.off('fault', onFault));
+    await (await postToken(fake, GOOD)).arrayBuffer();
+    t.ok(((await outcome()) as number) >= 500, 'a 5xx');
+    await (await fetch(fake.usageUrl, { headers: { authorization: `Bearer ${token}` } })).arrayBuffer();
+    const c = await Client.open(`${fake.wsUrl}/graphql?token=${encodeURIComponent(token)}`, ['graphql-ws']);
+    c.ws.close();
+    await c.waitClosed();
+    await waitFor(() => fake.openSockets() === 0, 2000, 'closed');
+    t.same(
+      [fake.tokenRequests, fake.graphqlRequests, fake.usageRequests, fake.wsHandshakes, fake.wsCloses, fake.injectedFaults].map((l) => l.length),
+      [0, 0, 0, 0, 0, 0],
+    );
+    t.equal(fake.faultCounts.http5xx, 1);
+    t.equal(events, 1);
+  });
+
+  t.test('GET /_fake/stats', async (t) => {
+    fake.setFaults({ seed: 9, http5xx: 1 });
+    t.equal(await outcome(), 500);
+    const res = await fetch(`${fake.url}/_fake/stats`);
+    t.same(await res.json(), {
+      seed: 9,
+      faults: { tokenError: 0, tokenTimeout: 0, http401: 0, http5xx: 1, httpSlow: 0, httpReset: 0 },
+      openSockets: 0,
+      activeStreams: 0,
+    });
+  });
+});
+
+t.test('cli.ts', async (t) => {
+  const cli = resolve(import.meta.dirname, 'cli.ts');
+  const run = (args: string[]) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+    const exited = new Promise<number | null>((done) => child.on('exit', done));
+    return { child, exited, out: () => out, err: () => err };
+  };
+
+  t.test('flags set the lifetime and the faults; stats; SIGTERM exits 0', async (t) => {
+    const p = run(['--port', '0', '--token-lifetime-sec', '5', '--seed', '11', '--http-5xx', '1', '--client-secret', 's3']);
+    t.teardown(() => p.child.kill('SIGKILL'));
+    await waitFor(() => p.out().includes('\n'), 60_000, 'the JSON line');
+    const urls = JSON.parse(p.out()) as { url: string; tokenUrl: string; usageUrl: string; wsUrl: string };
+    t.match(urls, { url: /^http:\/\/127\.0\.0\.1:\d+$/, usageUrl: /\/api\/usage$/, wsUrl: /^ws:/ });
+    const res = await fetch(urls.tokenUrl, { method: 'POST', headers: { 'content-type': FORM }, body: tokenForm({ ...GOOD, client_secret: 's3' }) });
+    const grant = (await res.json()) as { access_token: string; expires_in: number };
+    t.equal(grant.expires_in, 5);
+    const q = await fetch(`${urls.url}/graphql`, { method: 'POST', headers: { authorization: `Bearer ${grant.access_token}` }, body: '{"query":"{ hello }"}' });
+    t.equal(q.status, 500);
+    await q.arrayBuffer();
+    t.match(await (await fetch(`${urls.url}/_fake/stats`)).json(), { seed: 11, faults: { http5xx: 1 } });
+    p.child.kill('SIGTERM');
+    t.equal(await p.exited, 0);
+  });
+
+  t.test('a bad flag exits 2 with one line', async (t) => {
+    for (const [args, message] of [
+      [['--http-5xx', '2'], 'fake-bitquery: fault http5xx must be a probability between 0 and 1, got 2\n'],
+      [['--port', 'x'], 'fake-bitquery: --port must be a number, got "x"\n'],
+      [['--nope'], /^fake-bitquery: Unknown option '--nope'.*\n$/],
+    ] as const) {
+      const p = run(['--port', '0', ...args]);
+      t.equal(await p.exited, 2, args.join(' '));
+      t.match(p.err(), message);
+      t.equal(p.err().split('\n').length, 2, 'one line');
+    }
   });
 });
 

@@ -21,6 +21,13 @@
  *   accepts more clients on the same fake (one per credential set). Tokens remember the client
  *   that got them. issueToken(lifetimeSec?, clientId?) mints one directly (static tokens);
  *   isValid, revoke, revokeAll, expire; tokenLifetimeSec (expires_in of new tokens, default 17999).
+ *   tokenFailures queue, tokenDelayMs; tokenRequests and issuedTokens records.
+ *
+ * GraphQL over HTTP
+ *   Answers 200 {"data":{"echo":{method, path, query, variables, operationName, bodyBytes,
+ *   bodySha256}}}, or a streamed {"data":{"blob":"xxx..."}} of variables.bytes x's. graphqlScript
+ *   queue of canned answers, graphqlDelayMs, rejectNextTokens (valid tokens answered 401, HTTP and
+ *   WebSocket handshakes); graphqlRequests record.
  *
  * Usage API: GET /api/usage with `Authorization: Bearer <token>` (no `?token=`)
  *   - A token the fake issued and still valid, else 401 text `Unauthorized`. Other methods: 405.
@@ -49,16 +56,16 @@
  *   - ticks: one event every wsEventIntervalMs (default 50), n = 1, 2, ...; ends after `count`.
  *   - events: only publish(topic?) sends them: {seq, topic, at} to every running `events`
  *     subscription of that topic (of any topic without one); seq counts publish() calls.
+ *   - The fake sends no WebSocket-level pings (it answers them, as ws does).
  *   - Legacy `graphql-ws`: connection_init -> connection_ack then `ka` at once and every
  *     keepAliveMs (default 10000); start -> data ... complete; bad JSON closes 4400; `stop` is
  *     answered `complete`, yet `data` for that id keeps coming until the socket closes.
  *   - `graphql-transport-ws` (as graphql-ws's server): connection_init -> connection_ack, then an
- *     unsolicited `pong` every keepAliveMs, and a WebSocket ping every keepAliveMs (no pong within
- *     it: dropped); ping -> pong (payload echoed); subscribe -> next ... complete, GraphQL errors as
- *     `error` [{message, locations}]; `complete` from the client is not answered and `next` for
- *     that id keeps coming (the id may be reused). Closes: 4400 invalid message, 4401 subscribe
- *     before connection_init, 4408 no connection_init within connectionInitTimeoutMs (default
- *     3000), 4409 duplicate running id, 4429 second connection_init.
+ *     unsolicited `pong` every keepAliveMs; ping -> pong (payload echoed); subscribe -> next ...
+ *     complete, GraphQL errors as `error` [{message, locations}]; `complete` from the client is not
+ *     answered and `next` for that id keeps coming (the id may be reused). Closes: 4400 invalid
+ *     message, 4401 subscribe before connection_init, 4408 no connection_init within
+ *     connectionInitTimeoutMs (default 3000), 4409 duplicate running id, 4429 second connection_init.
  *   - sockets(): FakeSocketInfo[] {id, path, protocol, token, clientId, openedAt, silenced, streams}
  *     of open sockets; openSockets() their count; wsServerSockets the server-side ws objects.
  *   - activeStreams(): FakeStreamInfo[] {socketId, protocol, path, clientId, id, query (graphql-js
@@ -76,6 +83,27 @@
  *     rejectNextTokens; 'ws-connection' event (ws, handshake). Closes: wsCloses (RecordedWsClose
  *     {at, socketId, path, protocol, code, reason}) and the 'ws-close' event, both after the socket
  *     left sockets() / openSockets(): wait on either for a socket to close.
+ *
+ * Random faults, for soak tests (faults.ts; also cli.ts flags)
+ *   - setFaults(config) / setFaults(undefined) at run time, or the `faults` option. FaultConfig:
+ *     {seed?, tokenError?, tokenTimeout?, http401?, http401Revokes?, http5xx?, httpSlow?,
+ *     httpReset?, slowMs? (default 1000)}; rates are probabilities per request (default 0), the
+ *     token pair and the GraphQL four each adding up to 1 at most (else RangeError).
+ *   - Token endpoint (after tokenFailures, before credentials are checked): tokenError answers 500
+ *     Hydra JSON {"error":"server_error",...}; tokenTimeout never answers.
+ *   - Authorized GraphQL HTTP requests no graphqlScript entry answered: http401 answers 401 text
+ *     `Unauthorized` (token still valid, or revoked with http401Revokes); http5xx answers one of
+ *     FIVE_XX_ANSWERS as text/plain (500 `Too many simultaneous queries`, 500 `Memory limit`, 502
+ *     `Bad Gateway`, 503 `Service Unavailable`); httpSlow answers normally after slowMs; httpReset
+ *     sends 200, the headers and half the body, then a TCP reset. The last two are charged points.
+ *   - Deterministic: with the same seed and rates, the n-th token request and the n-th such GraphQL
+ *     request since setFaults() get the same fault, whatever the timing; `faults.seed` tells the
+ *     seed in force (random when none was given).
+ *   - faultCounts {tokenError, tokenTimeout, http401, http5xx, httpSlow, httpReset}; injectedFaults
+ *     (InjectedFault {at, kind, n, path, headers, token?, status?, body?}); the 'fault' event.
+ *   - recordRequests (option and field, default true): off, the record arrays stop growing (a long
+ *     soak keeps the fake's memory flat); counters and events go on.
+ *   - GET /_fake/stats: {"seed", "faults": faultCounts, "openSockets", "activeStreams"} (for cli.ts).
  */
 import { EventEmitter } from 'node:events';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -91,8 +119,10 @@ import {
   type SocketMatch,
   type StreamMatch,
 } from './ws.js';
+import { FAULT_KINDS, FaultSchedule, type FaultConfig, type FaultKind } from './faults.js';
 
 export type { FakeSocketInfo, FakeStreamInfo, RecordedWsClose, SocketMatch, StreamMatch, WsProtocol } from './ws.js';
+export { FAULT_KINDS, FIVE_XX_ANSWERS, type FaultConfig, type FaultKind } from './faults.js';
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -165,9 +195,11 @@ export interface FakeBitqueryOptions {
   clientSecret?: string; // default 'demo-secret'
   tokenLifetimeSec?: number; // expires_in of issued tokens, default 17999
   authMethod?: 'post' | 'basic' | 'any'; // how the client must send credentials; default 'any'
-  keepAliveMs?: number; // keep-alive period on WebSockets (legacy `ka`, transport `pong` + ws ping), default 10000
+  keepAliveMs?: number; // keep-alive period on WebSockets (legacy `ka`, transport `pong` message), default 10000
   wsEventIntervalMs?: number; // period of `ticks` subscription events, default 50
   connectionInitTimeoutMs?: number; // graphql-transport-ws: close 4408 without connection_init by then, default 3000 (graphql-ws's)
+  faults?: FaultConfig; // random faults from the start (see setFaults), default none
+  recordRequests?: boolean; // keep the request / handshake / close / fault records, default true
 }
 
 /** One request seen by the token endpoint (recorded before any failure/delay is applied). */
@@ -197,6 +229,21 @@ export interface RecordedUsageRequest {
   authorized: boolean;
 }
 
+/** One fault injected by the random schedule (setFaults). */
+export interface InjectedFault {
+  at: number;
+  kind: FaultKind;
+  /** The request's number in its sequence since setFaults(): token requests, or authorized GraphQL HTTP requests (1, 2, ...). */
+  n: number;
+  path: string;
+  headers: IncomingHttpHeaders;
+  /** GraphQL faults: the token the request carried. */
+  token?: string;
+  /** tokenError, http401, http5xx: the status and body answered. */
+  status?: number;
+  body?: string;
+}
+
 /** One WebSocket upgrade request seen on /graphql or /eap. */
 export interface RecordedWsHandshake {
   at: number;
@@ -217,6 +264,7 @@ export interface RecordedWsHandshake {
 const GRAPHQL_PATHS = new Set(['/graphql', '/eap']);
 const TOKEN_PATH = '/oauth2/token';
 const USAGE_PATH = '/api/usage';
+const STATS_PATH = '/_fake/stats';
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_CT = 'application/json';
 /** Headers Hydra puts on token endpoint answers. */
@@ -242,6 +290,11 @@ const HYDRA_ERRORS = {
   invalid_scope: {
     status: 400,
     description: 'The requested scope is invalid, unknown, or malformed.',
+  },
+  server_error: {
+    status: 500,
+    description:
+      'The authorization server encountered an unexpected condition that prevented it from fulfilling the request.',
   },
 } as const;
 type HydraError = keyof typeof HYDRA_ERRORS;
@@ -420,6 +473,15 @@ export class FakeBitquery extends EventEmitter {
   readonly wsHandshakes: RecordedWsHandshake[] = [];
   /** Every WebSocket that closed, in order (emitted as 'ws-close' too). */
   readonly wsCloses: RecordedWsClose[] = [];
+  /** Every fault the random schedule injected, in order (emitted as 'fault' too). */
+  readonly injectedFaults: InjectedFault[] = [];
+  /** Faults injected by the random schedule, per kind (kept when recordRequests is off). */
+  readonly faultCounts: Record<FaultKind, number> = Object.fromEntries(FAULT_KINDS.map((k) => [k, 0])) as Record<FaultKind, number>;
+  /**
+   * Whether tokenRequests, graphqlRequests, usageRequests, wsHandshakes, wsCloses and injectedFaults
+   * grow. A long soak turns it off to keep the fake's memory flat; counters and events go on.
+   */
+  recordRequests: boolean;
   /** Every token minted (by the endpoint or issueToken()), in order. */
   readonly issuedTokens: string[] = [];
   /**
@@ -455,6 +517,7 @@ export class FakeBitquery extends EventEmitter {
   private readonly openResponses = new Set<ServerResponse>();
   private readonly timers = new Map<NodeJS.Timeout, () => void>();
   private readonly ws: WsService;
+  private schedule: FaultSchedule | undefined;
   private closing = false;
   private closePromise: Promise<void> | undefined;
 
@@ -468,6 +531,8 @@ export class FakeBitquery extends EventEmitter {
     this.keepAliveMs = opts.keepAliveMs ?? 10_000;
     this.wsEventIntervalMs = opts.wsEventIntervalMs ?? 50;
     this.connectionInitTimeoutMs = opts.connectionInitTimeoutMs ?? 3000;
+    this.recordRequests = opts.recordRequests ?? true;
+    this.setFaults(opts.faults);
     this.url = '';
     this.wsUrl = '';
     this.tokenUrl = '';
@@ -562,6 +627,33 @@ export class FakeBitquery extends EventEmitter {
    */
   addClient(clientId: string, clientSecret: string): void {
     this.otherClients.set(clientId, clientSecret);
+  }
+
+  // ------------------------------------------------------------------ faults
+
+  /**
+   * Starts random faults with these probabilities (a fresh generator from config.seed, or a random
+   * seed), or stops them (undefined). Throws a RangeError for a probability outside 0..1, token or
+   * GraphQL probabilities adding up to more than 1, a seed that is not an integer, a negative slowMs.
+   * faultCounts and injectedFaults go on counting.
+   */
+  setFaults(config: FaultConfig | undefined): void {
+    this.schedule = config ? new FaultSchedule(config) : undefined;
+  }
+
+  /** The fault configuration in force, with its seed; undefined when off. */
+  get faults(): FaultSchedule['config'] | undefined {
+    return this.schedule?.config;
+  }
+
+  private injectFault(fault: InjectedFault): void {
+    this.faultCounts[fault.kind] += 1;
+    this.record(this.injectedFaults, fault);
+    this.emit('fault', fault);
+  }
+
+  private record<T>(list: T[], item: T): void {
+    if (this.recordRequests) list.push(item);
   }
 
   // ------------------------------------------------------------------ usage
@@ -669,6 +761,8 @@ export class FakeBitquery extends EventEmitter {
   override on(event: 'ws-connection', fn: (ws: WebSocket, info: RecordedWsHandshake) => void): this;
   /** Emitted when a WebSocket has closed (after openSockets() and sockets() dropped it). */
   override on(event: 'ws-close', fn: (record: RecordedWsClose) => void): this;
+  /** Emitted for each fault the random schedule injects, as it is applied. */
+  override on(event: 'fault', fn: (fault: InjectedFault) => void): this;
   override on(event: string | symbol, fn: (...args: any[]) => void): this;
   override on(event: string | symbol, fn: (...args: any[]) => void): this {
     return super.on(event, fn);
@@ -678,12 +772,15 @@ export class FakeBitquery extends EventEmitter {
    * Clears records (requests, handshakes, wsCloses, the issuedTokens list) and queues (tokenFailures,
    * graphqlScript, rejectNextTokens, wsRefusals, usageFailures); restores `usage` to the defaults
    * (same object) and forgets the accounts of usageFor(); unsilences sockets and restarts publish()'s
-   * seq. Issued tokens, open sockets and their streams stay; delays, credentials (addClient too) and
-   * pointsPerQuery are kept.
+   * seq; turns random faults off and zeroes faultCounts. Issued tokens, open sockets and their streams
+   * stay; delays, credentials (addClient too), pointsPerQuery and recordRequests are kept.
    */
   reset(): void {
     this.tokenRequests.length = 0;
     this.wsCloses.length = 0;
+    this.injectedFaults.length = 0;
+    for (const k of FAULT_KINDS) this.faultCounts[k] = 0;
+    this.schedule = undefined;
     this.ws.setSilenced(() => true, false);
     this.ws.resetSequence();
     this.usageRequests.length = 0;
@@ -745,6 +842,16 @@ export class FakeBitquery extends EventEmitter {
     this.track(res);
     const url = new URL(req.url ?? '/', 'http://fake.invalid');
     if (url.pathname === TOKEN_PATH && req.method === 'POST') return this.handleToken(req, res);
+    if (url.pathname === STATS_PATH && req.method === 'GET') {
+      req.resume();
+      const stats = {
+        seed: this.faults?.seed ?? null,
+        faults: this.faultCounts,
+        openSockets: this.openSockets(),
+        activeStreams: this.activeStreams().length,
+      };
+      return respond(res, 200, { 'content-type': JSON_CT }, JSON.stringify(stats));
+    }
     if (url.pathname === USAGE_PATH) {
       if (req.method === 'GET') return this.handleUsage(req, res);
       req.resume();
@@ -773,7 +880,7 @@ export class FakeBitquery extends EventEmitter {
     const ct = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const form: Record<string, string> =
       ct === 'application/x-www-form-urlencoded' ? searchToRecord(new URLSearchParams(body.toString('utf8'))) : {};
-    this.tokenRequests.push({ at: Date.now(), headers: req.headers, form });
+    this.record(this.tokenRequests, { at: Date.now(), headers: req.headers, form });
 
     await this.delay(this.tokenDelayMs);
     if (this.closing) {
@@ -808,6 +915,18 @@ export class FakeBitquery extends EventEmitter {
           return;
         }
       }
+    }
+    const fault = this.schedule?.nextToken();
+    if (fault) {
+      const n = this.schedule!.tokenDraws;
+      if (fault === 'tokenTimeout') {
+        this.injectFault({ at: Date.now(), kind: fault, n, path: TOKEN_PATH, headers: req.headers });
+        return; // never answered; tracked in openResponses, gone when the client gives up or close()
+      }
+      const { status, description } = HYDRA_ERRORS.server_error;
+      const body = JSON.stringify({ error: 'server_error', error_description: description, status_code: status });
+      this.injectFault({ at: Date.now(), kind: fault, n, path: TOKEN_PATH, headers: req.headers, status, body });
+      return respond(res, status, HYDRA_HEADERS, body);
     }
 
     // Hydra (fosite) order: grant_type present, client authentication, grant type, scope.
@@ -864,7 +983,7 @@ export class FakeBitquery extends EventEmitter {
     req.resume();
     const token = bearerToken(req.headers);
     const authorized = token !== undefined && this.isValid(token);
-    this.usageRequests.push({ at: Date.now(), headers: req.headers, token, authorized });
+    this.record(this.usageRequests, { at: Date.now(), headers: req.headers, token, authorized });
 
     await this.delay(this.usageDelayMs);
     if (this.closing) return void res.destroy();
@@ -908,7 +1027,7 @@ export class FakeBitquery extends EventEmitter {
     const query = searchToRecord(url.searchParams);
     const token = extractToken(req.headers, query);
     const authorized = this.authorize(token);
-    this.graphqlRequests.push({
+    this.record(this.graphqlRequests, {
       at: Date.now(),
       method: req.method ?? 'GET',
       path: url.pathname,
@@ -937,7 +1056,24 @@ export class FakeBitquery extends EventEmitter {
       return;
     }
 
-    await this.delay(this.graphqlDelayMs);
+    const fault = this.schedule?.nextHttp();
+    if (fault) {
+      const at = Date.now();
+      const base = { at, kind: fault.kind, n: this.schedule!.httpDraws, path: url.pathname, headers: req.headers, token };
+      if (fault.kind === 'http401') {
+        if (this.schedule!.config.http401Revokes) this.revoke(token);
+        this.injectFault({ ...base, status: 401, body: 'Unauthorized' });
+        return respond(res, 401, { 'content-type': TEXT }, 'Unauthorized');
+      }
+      if (fault.kind === 'http5xx') {
+        const { status, body: text } = fault.answer!;
+        this.injectFault({ ...base, status, body: text });
+        return respond(res, status, { 'content-type': TEXT }, text);
+      }
+      this.injectFault(base);
+    }
+
+    await this.delay(this.graphqlDelayMs + (fault?.kind === 'httpSlow' ? this.schedule!.config.slowMs : 0));
     if (this.closing) return void res.destroy();
     this.charge(token);
 
@@ -967,16 +1103,7 @@ export class FakeBitquery extends EventEmitter {
       }
     }
 
-    const bytes = (variables as { bytes?: unknown } | null)?.bytes;
-    if (req.method === 'POST' && typeof bytes === 'number' && Number.isFinite(bytes) && bytes >= 0) {
-      await this.streamBlob(res, Math.floor(bytes));
-      return;
-    }
-
-    respond(
-      res,
-      200,
-      { 'content-type': JSON_CT },
+    const echo = Buffer.from(
       JSON.stringify({
         data: {
           echo: {
@@ -991,6 +1118,20 @@ export class FakeBitquery extends EventEmitter {
         },
       }),
     );
+    if (fault?.kind === 'httpReset') {
+      // Status, headers and half the body reach the client, then a TCP reset.
+      res.writeHead(200, { 'content-type': JSON_CT, 'content-length': String(echo.length) });
+      res.write(echo.subarray(0, echo.length >> 1), () => res.socket?.resetAndDestroy());
+      return;
+    }
+
+    const bytes = (variables as { bytes?: unknown } | null)?.bytes;
+    if (req.method === 'POST' && typeof bytes === 'number' && Number.isFinite(bytes) && bytes >= 0) {
+      await this.streamBlob(res, Math.floor(bytes));
+      return;
+    }
+
+    respond(res, 200, { 'content-type': JSON_CT }, echo);
   }
 
   /** Streams `{"data":{"blob":"xxx…"}}` with n x's in 64 KiB chunks, respecting backpressure. */
@@ -1050,7 +1191,7 @@ export class FakeBitquery extends EventEmitter {
       token,
       accepted,
     };
-    this.wsHandshakes.push(info);
+    this.record(this.wsHandshakes, info);
     if (!accepted || token === undefined) return reject(401, 'Unauthorized');
     const refusal = this.wsRefusals.shift();
     if (refusal) {
@@ -1073,7 +1214,7 @@ export class FakeBitquery extends EventEmitter {
       },
       (ws, record) => {
         this.wsServerSockets.delete(ws);
-        this.wsCloses.push(record);
+        this.record(this.wsCloses, record);
         this.emit('ws-close', record);
       },
     );

@@ -497,16 +497,6 @@ export class WsService {
   /** `graphql-transport-ws` as graphql-ws's server speaks it; `complete` from the client changes nothing. */
   private serveTransport(s: SocketState): void {
     let initReceived = false;
-    const ms = this.settings.keepAliveMs();
-    // WebSocket-level pings; a connection without a pong within the period is dropped (graphql-ws's useServer).
-    let pongWait: NodeJS.Timeout | undefined;
-    s.ws.once('close', () => clearTimeout(pongWait));
-    this.every(s, ms, () => {
-      if (s.ws.readyState !== WebSocket.OPEN) return;
-      pongWait = setTimeout(() => s.ws.terminate(), ms);
-      s.ws.once('pong', () => clearTimeout(pongWait));
-      s.ws.ping();
-    });
     const initTimeout = this.settings.connectionInitTimeoutMs();
     if (initTimeout > 0 && Number.isFinite(initTimeout)) {
       s.timers.push(
@@ -526,7 +516,7 @@ export class WsService {
           initReceived = true;
           this.send(s, { type: 'connection_ack' });
           // Unsolicited `pong` messages as keep-alive, like Bitquery.
-          this.every(s, ms, () => this.send(s, { type: 'pong' }));
+          this.every(s, this.settings.keepAliveMs(), () => this.send(s, { type: 'pong' }));
           return;
         case 'ping':
           this.send(s, msg.payload ? { type: 'pong', payload: msg.payload } : { type: 'pong' });
