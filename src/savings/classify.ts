@@ -14,6 +14,7 @@
 // bounds the age of what the client accepts, not what the answer is.
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { LRUCache } from 'lru-cache';
 import { canonicalJson, graphqlRequest, identityKey } from '../graphql/identity.js';
 
 /** The facts of one request on a proxied path, as the HTTP handler has them. */
@@ -171,13 +172,46 @@ function fromSearch(params: Record<string, unknown>): Record<string, unknown> | 
   return payload;
 }
 
-function fromBody(body: Buffer): Record<string, unknown> | undefined {
+function fromBody(text: string): Record<string, unknown> | undefined {
   try {
-    const payload: unknown = JSON.parse(body.toString('utf8'));
+    const payload: unknown = JSON.parse(text);
     return payload !== null && typeof payload === 'object' && !Array.isArray(payload) ? (payload as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** What a GraphQL payload comes to: the digest of its identity (a query), or why it is not shared. */
+type Parsed = { digest: string; rest: string } | { reason: 'not_graphql' | 'mutation' | 'subscription' };
+
+/**
+ * Parsed payloads by method and text (a POST body, a GET query string): dashboards and retries send
+ * byte-identical requests, which then cost one lookup instead of JSON and GraphQL parsing. Pure
+ * (text in, result out), so one memo serves every saver in the process; bounded by the texts'
+ * size (two bytes a character, plus overhead).
+ */
+const parsedTexts = new LRUCache<string, Parsed>({ maxSize: 4 * 1024 * 1024, sizeCalculation: (_value, text) => text.length * 2 + 128 });
+
+function parsePayload(payload: Record<string, unknown> | undefined, rest: string): Parsed {
+  const request = payload && graphqlRequest(payload);
+  if (!request) return { reason: 'not_graphql' };
+  if (request.operation !== 'query') return { reason: request.operation };
+  const identity = `${canonicalJson(payload!.extensions ?? null)}\n${identityKey(request)}`;
+  return { digest: createHash('sha256').update(identity).digest('base64url'), rest };
+}
+
+function memo(text: string, parse: () => Parsed): Parsed {
+  let parsed = parsedTexts.get(text);
+  if (parsed === undefined) {
+    parsed = parse();
+    parsedTexts.set(text, parsed);
+  }
+  return parsed;
+}
+
+function parseGet(search: string): Parsed {
+  const split = splitSearch(search, true);
+  return split ? parsePayload(fromSearch(split.payload), split.rest) : { reason: 'not_graphql' };
 }
 
 function bypass(reason: BypassReason): Classification {
@@ -185,38 +219,38 @@ function bypass(reason: BypassReason): Classification {
 }
 
 export function classify(facts: RequestFacts, options: ClassifyOptions): Classification {
-  const { method, headers } = facts;
+  const { method, headers, search } = facts;
   const control = requestCacheControl(headers);
   if (control.noStore) return bypass('no_store');
   const ttlMs = options.cache ? facts.cacheTtlMs ?? options.cacheTtlMs : 0;
   if (control.noCache && ttlMs === 0) return bypass('no_cache');
   if (!options.coalesce && ttlMs === 0) return bypass('off');
 
-  let split: Payload | undefined;
-  let payload: Record<string, unknown> | undefined;
+  let parsed: Parsed;
   if (method === 'GET') {
-    if (facts.search.length > options.maxParseBytes) return bypass('too_large');
-    split = splitSearch(facts.search, true);
-    payload = split && fromSearch(split.payload);
+    if (search.length > options.maxParseBytes) return bypass('too_large');
+    parsed = memo(`GET ${search}`, () => parseGet(search));
   } else if (method === 'POST' && facts.body !== undefined && isJsonBody(headers)) {
     if (facts.body.length > options.maxParseBytes) return bypass('too_large');
-    split = splitSearch(facts.search, false);
-    payload = split && fromBody(facts.body);
+    const split = search === '' ? { rest: '' } : splitSearch(search, false);
+    if (!split) return bypass('not_graphql');
+    const text = facts.body.toString('utf8');
+    parsed = memo(`POST ${text}`, () => parsePayload(fromBody(text), ''));
+    if ('digest' in parsed) parsed = { digest: parsed.digest, rest: split.rest };
+  } else {
+    return bypass('not_graphql');
   }
-  const request = payload && graphqlRequest(payload);
-  if (!request) return bypass('not_graphql');
-  if (request.operation !== 'query') return bypass(request.operation);
+  if ('reason' in parsed) return bypass(parsed.reason);
 
   const identity = [
     facts.credentials,
     method,
     facts.path,
-    split!.rest,
+    parsed.rest,
     keyHeader(headers['accept-encoding']),
     keyHeader(headers.accept),
     keyHeader(headers.origin),
-    canonicalJson(payload!.extensions ?? null),
-    identityKey(request),
+    parsed.digest,
   ].join('\n');
   const key = `${facts.credentials}:${createHash('sha256').update(identity).digest('base64url')}`;
   return {

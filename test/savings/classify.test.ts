@@ -56,6 +56,16 @@ t.test('a GET carries query, variables (JSON text) and operationName in the quer
   t.equal(reasonOf(getFacts(`&query=${encodeURIComponent('{ a }')}&&extensions=`)), 'shared', 'empty pairs and an empty extensions parameter are ignored');
 });
 
+t.test('a POST body and a GET query string with the same text are never taken for one another', async (t) => {
+  const search = new URLSearchParams({ query: QUERY }).toString();
+  t.equal(reasonOf(getFacts(search)), 'shared');
+  t.equal(reasonOf(post(search)), 'not_graphql', 'the same text as a POST body is not JSON');
+  t.equal(reasonOf(post(search)), 'not_graphql', 'and stays so when asked again');
+  const body = JSON.stringify({ query: QUERY });
+  t.equal(reasonOf(post(body)), 'shared');
+  t.equal(reasonOf(getFacts(body)), 'not_graphql');
+});
+
 t.test('the query string: token dropped, other parameters in any order, but their values count', async (t) => {
   const body = { query: QUERY };
   const plain = keyOf(post(body));
