@@ -8,7 +8,7 @@ import type { CacheResult } from '../events.js';
 import { cacheable } from './cacheable.js';
 import { classify, type ClassifyOptions, type RequestFacts } from './classify.js';
 import { Flight, type ClientOutcome, type Exchange, type FlightRole, type ResponseHeaders } from './flight.js';
-import type { AnswerStore, CachedAnswer, StoreStats } from './store.js';
+import { MemoryStore, type AnswerStore, type CachedAnswer, type StoreStats } from './store.js';
 
 /** A body or GET query string over this is not parsed (GraphQL queries are a few KiB). */
 export const MAX_PARSE_BYTES = 64 * 1024;
@@ -38,11 +38,48 @@ export interface SaverOutcome extends ClientOutcome {
   cache: CacheResult;
 }
 
-/** The rule between two settings, for the configuration to refuse with exit 2; undefined when they fit. */
-export function settingsProblem(options: Pick<SaverOptions, 'maxHeldBytes' | 'maxBacklogBytes'>): string | undefined {
-  if (options.maxBacklogBytes >= 2 * options.maxHeldBytes) return undefined;
+/** The settings of the points saver, as the configuration holds them. */
+export interface SavingsSettings {
+  /** COALESCE */
+  coalesce: boolean;
+  /** CACHE_TTL_MS */
+  cacheTtlMs: number;
+  /** CACHE_MAX_BYTES */
+  cacheMaxBytes: number;
+  /** CACHE_MAX_ENTRY_BYTES */
+  cacheMaxEntryBytes: number;
+  /** COALESCE_MAX_BUFFERED_BYTES */
+  maxBufferedBytes: number;
+}
+
+function backlogProblem(maxHeldBytes: number, maxBacklogBytes: number): string | undefined {
+  if (maxBacklogBytes >= 2 * maxHeldBytes) return undefined;
   // A late joiner is given up to maxHeldBytes at once: it must not be cut for that alone.
-  return `COALESCE_MAX_BUFFERED_BYTES (${options.maxBacklogBytes}) must be at least twice CACHE_MAX_ENTRY_BYTES (${options.maxHeldBytes})`;
+  return `COALESCE_MAX_BUFFERED_BYTES (${maxBacklogBytes}) must be at least twice CACHE_MAX_ENTRY_BYTES (${maxHeldBytes})`;
+}
+
+/** The rules between settings, for the configuration to refuse with exit 2; undefined when they fit. */
+export function settingsProblem(settings: SavingsSettings): string | undefined {
+  if (settings.cacheMaxEntryBytes > settings.cacheMaxBytes) {
+    return `CACHE_MAX_ENTRY_BYTES (${settings.cacheMaxEntryBytes}) must not be above CACHE_MAX_BYTES (${settings.cacheMaxBytes})`;
+  }
+  return backlogProblem(settings.cacheMaxEntryBytes, settings.maxBufferedBytes);
+}
+
+/**
+ * The daemon's saver: with an in-memory cache when CACHE_TTL_MS or any key's `cacheTtlMs` is
+ * above 0, else coalescing only.
+ */
+export function createPointsSaver(settings: SavingsSettings, keyTtls: readonly number[], onError: (error: unknown) => void): PointsSaver {
+  const cached = settings.cacheTtlMs > 0 || keyTtls.some((ttl) => ttl > 0);
+  return new PointsSaver({
+    coalesce: settings.coalesce,
+    cacheTtlMs: settings.cacheTtlMs,
+    store: cached ? new MemoryStore({ maxBytes: settings.cacheMaxBytes, maxEntryBytes: settings.cacheMaxEntryBytes }) : undefined,
+    maxHeldBytes: settings.cacheMaxEntryBytes,
+    maxBacklogBytes: settings.maxBufferedBytes,
+    onError,
+  });
 }
 
 export class PointsSaver {
@@ -60,10 +97,15 @@ export class PointsSaver {
   };
 
   constructor(private readonly options: SaverOptions) {
-    const problem = settingsProblem(options);
+    const problem = backlogProblem(options.maxHeldBytes, options.maxBacklogBytes);
     if (problem) throw new RangeError(problem);
     this.now = options.now ?? Date.now;
     this.classifyOptions = { coalesce: options.coalesce, cache: options.store !== undefined, cacheTtlMs: options.cacheTtlMs, maxParseBytes: MAX_PARSE_BYTES };
+  }
+
+  /** Whether a response cache exists (for the status page). */
+  get caching(): boolean {
+    return this.options.store !== undefined;
   }
 
   /** `bitquery_proxy_cache_bytes` */

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { Agent, request } from 'undici';
-import { PointsSaver, settingsProblem } from '../../src/savings/saver.js';
+import { createPointsSaver, PointsSaver, settingsProblem } from '../../src/savings/saver.js';
 import { startRig, defaultAnswer, type Rig, type UpstreamRequest } from '../helpers/saver-rig.js';
 import { waitFor } from '../helpers/proxy-process.js';
 
@@ -298,8 +298,16 @@ t.test('COALESCE=false: identical queries each go upstream, marked BYPASS', asyn
   t.same(rig.saver.requests, { hit: 0, miss: 0, coalesced: 0, bypass: 2 });
 });
 
-t.test('settings that do not fit are refused', async (t) => {
-  t.equal(settingsProblem({ maxHeldBytes: 1024, maxBacklogBytes: 2048 }), undefined);
-  t.match(settingsProblem({ maxHeldBytes: 1024, maxBacklogBytes: 2047 }), /COALESCE_MAX_BUFFERED_BYTES \(2047\) must be at least twice CACHE_MAX_ENTRY_BYTES \(1024\)/);
+t.test('settings that do not fit are refused; the daemon\'s saver has a cache only when some TTL asks for one', async (t) => {
+  const settings = { coalesce: true, cacheTtlMs: 0, cacheMaxBytes: 64 << 20, cacheMaxEntryBytes: 1 << 20, maxBufferedBytes: 4 << 20 };
+  t.equal(settingsProblem(settings), undefined);
+  t.equal(settingsProblem({ ...settings, maxBufferedBytes: 2 << 20 }), undefined);
+  t.equal(settingsProblem({ ...settings, maxBufferedBytes: (2 << 20) - 1 }), 'COALESCE_MAX_BUFFERED_BYTES (2097151) must be at least twice CACHE_MAX_ENTRY_BYTES (1048576)');
+  t.equal(settingsProblem({ ...settings, cacheMaxBytes: 1000, cacheMaxEntryBytes: 1001 }), 'CACHE_MAX_ENTRY_BYTES (1001) must not be above CACHE_MAX_BYTES (1000)');
   t.throws(() => new PointsSaver({ coalesce: true, cacheTtlMs: 0, maxHeldBytes: 10, maxBacklogBytes: 10, onError: () => {} }), RangeError);
+  t.same(
+    [createPointsSaver(settings, [0, 5000], () => {}), createPointsSaver({ ...settings, cacheTtlMs: 1000 }, [], () => {}), createPointsSaver(settings, [0], () => {})].map((s) => s.caching),
+    [true, true, false],
+  );
+  t.equal(createPointsSaver(settings, [], () => {}).cacheBytes, 0);
 });
