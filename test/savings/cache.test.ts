@@ -56,8 +56,13 @@ async function fill(rig: Rig, headers: Record<string, string> = {}, body = BODY)
 
 t.test('a repeat within the TTL is a HIT with Age; after the TTL it goes upstream again', async (t) => {
   const { rig, clock } = await cachingRig(t);
+  rig.answer = (u) => {
+    const body = JSON.stringify({ data: { n: u.n } });
+    u.res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'set-cookie': 'lb=1' }).end(body);
+  };
   const miss = await fill(rig);
   t.equal(miss.headers['x-cache'], 'MISS');
+  t.equal(miss.headers['set-cookie'], 'lb=1');
   clock.now += 3500;
   const hit = await send(rig);
   t.equal(hit.status, 200);
@@ -67,6 +72,7 @@ t.test('a repeat within the TTL is a HIT with Age; after the TTL it goes upstrea
   t.equal(hit.headers['x-front'], 'yes', "the client's own headers");
   t.equal(hit.headers['content-type'], 'application/json');
   t.equal(hit.headers['content-length'], String(miss.raw.length));
+  t.equal(hit.headers['set-cookie'], undefined, 'a cookie is never kept');
   t.equal(rig.upstream.length, 1);
   clock.now += TTL;
   t.equal((await send(rig)).headers['x-cache'], 'MISS', 'expired');
