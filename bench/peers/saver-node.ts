@@ -25,6 +25,7 @@ const saver = new PointsSaver({
   cacheTtlMs,
   store: cacheTtlMs > 0 ? new MemoryStore({ maxBytes: 64 << 20, maxEntryBytes: 1 << 20 }) : undefined,
   maxHeldBytes: 1 << 20,
+  maxHeldTotalBytes: 64 << 20,
   maxBacklogBytes: 4 << 20,
   onError: (err) => process.stderr.write(`saver-node: ${String(err)}\n`),
 });

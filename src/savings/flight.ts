@@ -4,7 +4,8 @@
 //
 // Memory: the body's chunks are held once, shared by reference by every client's socket buffer,
 // never copied per client. They are held for late joiners (and the cache) only while the body
-// stays within `maxHeldBytes`; past that the flight stops taking joiners and keeps nothing.
+// stays within `maxHeldBytes` and the budget shared by all flights has room; past that the
+// flight stops taking joiners and keeps nothing.
 // Pace: the upstream is read as fast as the fastest client takes the answer; it is paused only
 // when every client has a full buffer. A client more than `maxBacklogBytes` behind the fastest
 // is cut (its connection destroyed) and the others go on, so one slow client holds no one back
@@ -60,9 +61,26 @@ interface Client {
   resolve(outcome: ClientOutcome): void;
 }
 
+/** Bytes held by all flights together, bounded. */
+export class HeldBudget {
+  used = 0;
+  constructor(readonly max: number) {}
+
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.max) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+}
+
 export interface FlightOptions {
-  /** The body is held (for joiners and the cache) while it stays within this. */
+  /** The body is held (for joiners and the cache) while it stays within this, and the budget allows. */
   maxHeldBytes: number;
+  budget: HeldBudget;
   maxBacklogBytes: number;
   /** Given when the flight takes joiners: called once when that stops (too large to hold, ended, failed, abandoned). */
   onClosed?(): void;
@@ -163,11 +181,11 @@ export class Flight implements AnswerSink {
   write(chunk: Buffer): boolean {
     if (this.state !== 'streaming') return true;
     if (this.chunks) {
-      if (this.held + chunk.length <= this.options.maxHeldBytes) {
+      if (this.held + chunk.length <= this.options.maxHeldBytes && this.options.budget.take(chunk.length)) {
         this.chunks.push(chunk);
         this.held += chunk.length;
       } else {
-        this.chunks = undefined;
+        this.release();
         this.close();
       }
     }
@@ -196,16 +214,16 @@ export class Flight implements AnswerSink {
       client.res.end();
       client.resolve({ cut: false });
     }
-    const { chunks } = this;
-    this.chunks = undefined;
-    if (chunks) this.options.onComplete?.(this.status, this.shared, Buffer.concat(chunks, this.held), this.startedAt);
+    const body = this.chunks && this.options.onComplete && Buffer.concat(this.chunks, this.held);
+    this.release();
+    if (body) this.options.onComplete!(this.status, this.shared, body, this.startedAt);
   }
 
   destroy(): void {
     if (this.state === 'done') return;
     this.state = 'done';
     this.close();
-    this.chunks = undefined;
+    this.release();
     for (const client of this.clients) client.res.destroy();
   }
 
@@ -218,6 +236,13 @@ export class Flight implements AnswerSink {
   private start(client: Client): void {
     const headers = client.role === 'COALESCED' ? this.shared : this.headers;
     client.res.writeHead(this.status, { ...client.base, ...headers, 'x-cache': client.role });
+  }
+
+  /** Drops the held chunks and gives their bytes back to the budget. */
+  private release(): void {
+    this.chunks = undefined;
+    this.options.budget.give(this.held);
+    this.held = 0;
   }
 
   private close(): void {
@@ -240,7 +265,7 @@ export class Flight implements AnswerSink {
     this.state = 'done';
     this.gone = true;
     this.close();
-    this.chunks = undefined;
+    this.release();
     const listener = this.goneListener;
     this.goneListener = undefined;
     listener?.();

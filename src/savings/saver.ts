@@ -7,7 +7,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheResult } from '../events.js';
 import { cacheable } from './cacheable.js';
 import { classify, type ClassifyOptions, type RequestFacts } from './classify.js';
-import { Flight, type ClientOutcome, type Exchange, type FlightRole, type ResponseHeaders } from './flight.js';
+import { Flight, HeldBudget, type ClientOutcome, type Exchange, type FlightRole, type ResponseHeaders } from './flight.js';
 import { MemoryStore, type AnswerStore, type CachedAnswer, type StoreStats } from './store.js';
 
 /** A body or GET query string over this is not parsed (GraphQL queries are a few KiB). */
@@ -25,7 +25,9 @@ export interface SaverOptions {
   store?: AnswerStore & StoreStats;
   /** CACHE_MAX_ENTRY_BYTES: the largest body held to share (for joiners and the cache). */
   maxHeldBytes: number;
-  /** COALESCE_MAX_BUFFERED_BYTES: bytes queued for one client of a shared answer before it is cut. */
+  /** CACHE_MAX_BYTES: the most that answers in flight may hold together (on top of the cache). */
+  maxHeldTotalBytes: number;
+  /** COALESCE_MAX_BUFFERED_BYTES: how far one client of a shared answer may fall behind the fastest before it is cut. */
   maxBacklogBytes: number;
   /** Told of an exchange that rejected (its clients were cut) and of a store that failed. */
   onError(error: unknown): void;
@@ -77,6 +79,7 @@ export function createPointsSaver(settings: SavingsSettings, keyTtls: readonly n
     cacheTtlMs: settings.cacheTtlMs,
     store: cached ? new MemoryStore({ maxBytes: settings.cacheMaxBytes, maxEntryBytes: settings.cacheMaxEntryBytes }) : undefined,
     maxHeldBytes: settings.cacheMaxEntryBytes,
+    maxHeldTotalBytes: settings.cacheMaxBytes,
     maxBacklogBytes: settings.maxBufferedBytes,
     onError,
   });
@@ -90,6 +93,7 @@ export class PointsSaver {
   /** Clients cut for being slow while sharing an answer. */
   slowClientsCut = 0;
   private readonly flights = new Map<string, Flight>();
+  private readonly budget: HeldBudget;
   private readonly classifyOptions: ClassifyOptions;
   private readonly now: () => number;
   private readonly onCut = () => {
@@ -100,6 +104,7 @@ export class PointsSaver {
     const problem = backlogProblem(options.maxHeldBytes, options.maxBacklogBytes);
     if (problem) throw new RangeError(problem);
     this.now = options.now ?? Date.now;
+    this.budget = new HeldBudget(options.maxHeldTotalBytes);
     this.classifyOptions = { coalesce: options.coalesce, cache: options.store !== undefined, cacheTtlMs: options.cacheTtlMs, maxParseBytes: MAX_PARSE_BYTES };
   }
 
@@ -116,6 +121,11 @@ export class PointsSaver {
   /** `bitquery_proxy_cache_entries` */
   get cacheEntries(): number {
     return this.options.store?.entries ?? 0;
+  }
+
+  /** Bytes held by answers in flight (for joiners and the cache), at most maxHeldTotalBytes. */
+  get heldBytes(): number {
+    return this.budget.used;
   }
 
   /** Distinct queries in flight that still take joiners. */
@@ -169,6 +179,7 @@ export class PointsSaver {
     const { maxHeldBytes, maxBacklogBytes } = this.options;
     const flight = new Flight({
       maxHeldBytes,
+      budget: this.budget,
       maxBacklogBytes,
       onCut: this.onCut,
       now: this.now,

@@ -158,6 +158,7 @@ export async function startRig(t: Test, options: Partial<SaverOptions> = {}): Pr
     coalesce: true,
     cacheTtlMs: 0,
     maxHeldBytes: 1 << 20,
+    maxHeldTotalBytes: 64 << 20,
     maxBacklogBytes: 4 << 20,
     onError: (err) => rig.errors.push(err),
     ...options,

@@ -155,6 +155,25 @@ t.test('past the held bound a query takes no joiners: the next one goes upstream
   t.same(rig.saver.requests, { hit: 0, miss: 2, coalesced: 0, bypass: 0 });
 });
 
+t.test('answers in flight hold at most their shared budget: past it a query takes no joiners', async (t) => {
+  const rig = await startRig(t, { maxHeldBytes: 2048, maxHeldTotalBytes: 2900, maxBacklogBytes: 8192 });
+  const held = holdAnswers(rig);
+  const [one, two] = [rawClient(rig.url, JSON.stringify({ query: '{ one }' })), rawClient(rig.url, JSON.stringify({ query: '{ two }' }))];
+  await waitFor(() => held.length === 2);
+  for (const u of held) {
+    u.res.writeHead(200, { 'content-type': 'application/json' });
+    u.res.write(Buffer.alloc(1500, 'a'));
+  }
+  await waitFor(() => one.received() > 1500 && two.received() > 1500, 5000, 'both to have their first bytes');
+  t.equal(rig.saver.heldBytes, 1500, 'the first holds its bytes; the second found no room');
+  t.equal(rig.saver.inFlight, 1, 'only the first still takes joiners');
+  held.forEach((u) => u.res.end());
+  await Promise.all([one, two].map((c) => waitFor(() => c.text().endsWith('\r\n0\r\n\r\n'), 5000, 'the answers to end')));
+  await waitFor(() => rig.saver.heldBytes === 0, 5000, 'the budget to be given back');
+  one.socket.destroy();
+  two.socket.destroy();
+});
+
 t.test('a client that goes away does not abort the upstream request the others wait for', async (t) => {
   const rig = await startRig(t);
   const held = holdAnswers(rig);
@@ -304,7 +323,7 @@ t.test('settings that do not fit are refused; the daemon\'s saver has a cache on
   t.equal(settingsProblem({ ...settings, maxBufferedBytes: 2 << 20 }), undefined);
   t.equal(settingsProblem({ ...settings, maxBufferedBytes: (2 << 20) - 1 }), 'COALESCE_MAX_BUFFERED_BYTES (2097151) must be at least twice CACHE_MAX_ENTRY_BYTES (1048576)');
   t.equal(settingsProblem({ ...settings, cacheMaxBytes: 1000, cacheMaxEntryBytes: 1001 }), 'CACHE_MAX_ENTRY_BYTES (1001) must not be above CACHE_MAX_BYTES (1000)');
-  t.throws(() => new PointsSaver({ coalesce: true, cacheTtlMs: 0, maxHeldBytes: 10, maxBacklogBytes: 10, onError: () => {} }), RangeError);
+  t.throws(() => new PointsSaver({ coalesce: true, cacheTtlMs: 0, maxHeldBytes: 10, maxHeldTotalBytes: 100, maxBacklogBytes: 10, onError: () => {} }), RangeError);
   t.same(
     [createPointsSaver(settings, [0, 5000], () => {}), createPointsSaver({ ...settings, cacheTtlMs: 1000 }, [], () => {}), createPointsSaver(settings, [0], () => {})].map((s) => s.caching),
     [true, true, false],
