@@ -149,11 +149,11 @@ function splitSearch(search: string, graphqlFromSearch: boolean): Payload | unde
         if (name in payload) return undefined;
         payload[name] = value;
       } else {
-        rest.push(`${name}=${value}`);
+        rest.push(JSON.stringify([name, value]));
       }
     }
   }
-  return { payload, rest: rest.sort().join('&') };
+  return { payload, rest: rest.sort().join(',') };
 }
 
 /** The GraphQL request of a GET: query, operationName, and variables and extensions as JSON text. */

@@ -73,6 +73,7 @@ t.test('the query string: token dropped, other parameters in any order, but thei
   t.equal(keyOf(post(body, {}, { search: 'a=1&b=2' })), keyOf(post(body, {}, { search: 'b=2&a=1&token=x' })));
   t.not(keyOf(post(body, {}, { search: 'a=1' })), keyOf(post(body, {}, { search: 'a=2' })));
   t.not(keyOf(post(body, {}, { search: 'a=1' })), plain);
+  t.not(keyOf(post(body, {}, { search: 'a=b%3Dc' })), keyOf(post(body, {}, { search: 'a%3Db=c' })), 'a decoded = or & cannot make two parameters look alike');
   t.not(keyOf(post(body, {}, { path: '/eap' })), plain, 'the path counts');
 });
 
