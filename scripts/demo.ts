@@ -16,6 +16,8 @@ const proxy = spawn(process.execPath, [resolve(import.meta.dirname, '../dist/cli
     BITQUERY_CLIENT_SECRET: 'demo-secret',
     BITQUERY_TOKEN_URL: fake.tokenUrl,
     BITQUERY_UPSTREAM: fake.url,
+    BITQUERY_USAGE_URL: fake.usageUrl,
+    ADMIN_PORT: process.env.ADMIN_PORT ?? '0',
     HOST: '127.0.0.1',
     PORT: port,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',

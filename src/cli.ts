@@ -9,6 +9,7 @@ import { check, CommandError, fetchToken } from './commands.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/index.js';
 import { startDaemon } from './daemon.js';
 import { createLogger } from './log.js';
+import { logDestination, logFormat } from './observability/log-format.js';
 
 /** Exit status for a configuration (or command line) the daemon cannot start with. */
 const EXIT_CONFIG = 2;
@@ -100,7 +101,7 @@ function parse(argv: string[]): Invocation {
 }
 
 async function startCommand(config: Config): Promise<void> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, logDestination(logFormat(config.logFormat, process.stdout.isTTY)));
   const daemon = await startDaemon(config, logger);
   let signals = 0;
   const stop = (signal: NodeJS.Signals) => {

@@ -1,11 +1,18 @@
 // The daemon's life: build the parts, fetch the first token, listen, and on shutdown drain
 // in-flight requests within a bounded time, then close the WebSocket streams.
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config/index.js';
 import { createCallerResolver } from './auth/caller.js';
 import { KeyStore } from './auth/key-store.js';
-import { createCredentialSets } from './credential-set.js';
+import { createCredentialSets, readiness } from './credential-set.js';
+import { Events } from './events.js';
+import { startAdmin, type Admin } from './observability/admin.js';
+import { Metrics } from './observability/metrics.js';
+import { StatusBoard } from './observability/status.js';
+import type { ObservedSet } from './observability/types.js';
+import { UsagePoller } from './observability/usage.js';
 import { createWsProxy } from './proxy/ws/index.js';
 import { buildServer } from './server.js';
 
@@ -13,6 +20,8 @@ export interface Daemon {
   app: FastifyInstance;
   /** The address actually listened on, e.g. http://127.0.0.1:8080. */
   url: string;
+  /** The admin listener's address, unless ADMIN_PORT=off. */
+  adminUrl?: string;
   /** Stops accepting, lets in-flight requests finish within SHUTDOWN_TIMEOUT_MS, then cuts the rest. */
   shutdown(): Promise<void>;
 }
@@ -22,12 +31,31 @@ const IDLE_SWEEP_MS = 50;
 /** Part of SHUTDOWN_TIMEOUT_MS kept for WebSocket streams to finish their closing handshake (at most half of it). */
 const WS_CLOSE_GRACE_MS = 1000;
 
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const credentialSets = createCredentialSets(config, logger);
+  const startedAt = Date.now();
+  const events = new Events();
+  const credentialSets = createCredentialSets(config, logger, events);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
-  const app = await buildServer({ config, logger, credentialSets, resolveCaller });
-  const ws = createWsProxy({ config, logger, resolveCaller });
+  const app = await buildServer({ config, logger, credentialSets, resolveCaller, events });
+  const ws = createWsProxy({ config, logger, resolveCaller, events });
+
+  // Observability: metrics and the status board subscribe to the events; the usage poller asks
+  // Bitquery's Usage API with each set's token. None of them is on the request path.
+  const sets: ObservedSet[] = config.credentialSets.map((s) => ({ name: s.name, mode: s.credentials.mode, tokens: credentialSets.get(s.name)!.tokens }));
+  const usage = new UsagePoller({
+    sets,
+    url: config.usageUrl.href,
+    intervalMs: config.usagePollMs,
+    warnPercent: config.budgetWarnPercent,
+    events,
+    logger: logger.child({ component: 'usage' }),
+    timeoutMs: config.tokenTimeoutMs,
+  });
   app.server.on('upgrade', ws.handleUpgrade);
 
   // In-flight HTTP requests, so that shutdown closes the streams only once they have drained.
@@ -43,7 +71,15 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
 
   for (const set of credentialSets.values()) set.tokens.start();
   keys.start();
+  let observed: { metrics: Metrics; board: StatusBoard; admin: Admin } | undefined;
+  if (config.adminPort !== 'off') {
+    const metrics = new Metrics({ events, paths: config.paths, sets, isKnownKey: (name) => keys.has(name) });
+    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic: () => metrics.traffic(), usage, budgetWarnPercent: config.budgetWarnPercent });
+    const admin = await startAdmin({ host: config.adminHost, port: config.adminPort, logger, metrics, readiness: () => readiness(credentialSets), status: () => board.data() });
+    observed = { metrics, board, admin };
+  }
   await app.listen({ host: config.host, port: config.port });
+  usage.start();
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -66,6 +102,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       logger.info({ drainMs: config.shutdownTimeoutMs }, 'shutting down: draining in-flight requests');
       for (const set of credentialSets.values()) set.tokens.stop();
       keys.stop();
+      usage.stop();
       ws.stopAccepting();
       const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS);
       const deadline = setTimeout(() => {
@@ -92,9 +129,12 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
         clearInterval(sweep);
         clearTimeout(deadline);
         await Promise.all([...credentialSets.values()].map((set) => set.upstream.destroy()));
+        await observed?.admin.close();
+        observed?.metrics.close();
+        observed?.board.close();
       }
       logger.info('stopped');
     })());
 
-  return { app, url, shutdown };
+  return { app, url, adminUrl: observed?.admin.url, shutdown };
 }

@@ -6,8 +6,10 @@ import type { Logger } from 'pino';
 import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
-import { accessLogger } from './log.js';
-import { ProxyError, sendError } from './errors.js';
+import { accessLogger, redactUrl } from './log.js';
+import { errorCodeOf, ProxyError, sendError } from './errors.js';
+import type { Events } from './events.js';
+import { REQUEST_ID_HEADER, requestId } from './observability/request-id.js';
 import { httpProxy } from './proxy/http.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
@@ -17,9 +19,10 @@ export interface ServerParts {
   logger: Logger;
   credentialSets: Map<string, CredentialSet>;
   resolveCaller: ResolveCaller;
+  events: Events;
 }
 
-export async function buildServer({ config, logger, credentialSets, resolveCaller }: ServerParts): Promise<FastifyInstance> {
+export async function buildServer({ config, logger, credentialSets, resolveCaller, events }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
@@ -29,6 +32,14 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     requestTimeout: 0,
+    genReqId: (req) => requestId(req.headers[REQUEST_ID_HEADER]),
+  });
+
+  // The id goes back on every answer (hijacked ones take these headers too) and upstream.
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header(REQUEST_ID_HEADER, request.id);
+    request.headers[REQUEST_ID_HEADER] = request.id;
+    done();
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -61,8 +72,11 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
   });
 
   const access = accessLogger(logger);
+  const proxied = new Set(config.paths);
   app.addHook('onResponse', (request, reply, done) => {
     const outcome = request.proxyOutcome;
+    const fields = outcome?.fields();
+    const ms = Math.round(reply.elapsedTime * 100) / 100;
     // Probes arrive every few seconds: their lines would drown the traffic at info.
     const level = outcome || !PROBES.has(request.url) ? 'info' : 'debug';
     access[level](
@@ -72,11 +86,29 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
         ...(request.caller?.keyName && { key: request.caller.keyName }),
         ...(request.caller && credentialSets.size > 1 && { credentials: request.caller.credentialSet.name }),
         status: reply.statusCode,
-        ...outcome?.fields(),
-        ms: Math.round(reply.elapsedTime * 100) / 100,
+        ...fields,
+        ms,
       },
       'request',
     );
+    if (events.has('request')) {
+      const route = request.routeOptions.url;
+      events.emit('request', {
+        requestId: request.id,
+        method: request.method,
+        url: redactUrl(request.url),
+        path: route !== undefined && proxied.has(route) ? route : undefined,
+        status: reply.statusCode,
+        key: request.caller?.keyName,
+        credentials: request.caller?.credentialSet.name,
+        attempts: 0,
+        bytesIn: 0,
+        bytesOut: 0,
+        ...fields,
+        ms,
+        error: errorCodeOf(reply.raw),
+      });
+    }
     done();
   });
 

@@ -79,6 +79,12 @@ const mistakes: [string, Record<string, string>, RegExp][] = [
   ['credentials in a URL', { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'https://u:p@streaming.bitquery.io' }, /must not hold credentials/],
   ['bad paths', { BITQUERY_TOKEN: 't', PROXY_PATHS: 'graphql' }, /PROXY_PATHS must be .* \(bad: "graphql"\)/],
   ['retry bounds', { BITQUERY_TOKEN: 't', TOKEN_RETRY_MIN_MS: '5000', TOKEN_RETRY_MAX_MS: '100' }, /TOKEN_RETRY_MAX_MS must not be smaller/],
+  ['admin port not a port', { BITQUERY_TOKEN: 't', ADMIN_PORT: 'none' }, /ADMIN_PORT must be a port number \(0 picks a free one\) or off/],
+  ['admin port out of range', { BITQUERY_TOKEN: 't', ADMIN_PORT: '70000' }, /ADMIN_PORT must be a port number/],
+  ['admin port is the proxy port', { BITQUERY_TOKEN: 't', PORT: '9000', ADMIN_PORT: '9000' }, /ADMIN_PORT and PORT are both 9000/],
+  ['plain http usage URL', { BITQUERY_TOKEN: 't', BITQUERY_USAGE_URL: 'http://account.bitquery.io/api/usage' }, /BITQUERY_USAGE_URL must use https/],
+  ['bad log format', { BITQUERY_TOKEN: 't', LOG_FORMAT: 'xml' }, /LOG_FORMAT must be equal to one of the allowed values/],
+  ['budget warning over 100', { BITQUERY_TOKEN: 't', BUDGET_WARN_PERCENT: '101' }, /BUDGET_WARN_PERCENT must be <= 100/],
   ['margin out of range', { BITQUERY_TOKEN: 't', TOKEN_REFRESH_MARGIN: '1.5' }, /TOKEN_REFRESH_MARGIN must be <= 0.5/],
 ];
 
@@ -87,6 +93,14 @@ for (const [name, env, message] of mistakes) {
     t.throws(() => load(env), { name: 'ConfigError', message });
   });
 }
+
+t.test('admin and usage settings', async (t) => {
+  const d = load({ BITQUERY_TOKEN: 't' });
+  t.same([d.adminHost, d.adminPort, d.usageUrl.href, d.usagePollMs, d.budgetWarnPercent, d.logFormat], ['127.0.0.1', 9464, 'https://account.bitquery.io/api/usage', 300000, 80, undefined]);
+  t.equal(load({ BITQUERY_TOKEN: 't', ADMIN_PORT: 'off' }).adminPort, 'off');
+  t.equal(load({ BITQUERY_TOKEN: 't', ADMIN_PORT: '0', PORT: '0' }).adminPort, 0);
+  t.equal(load({ BITQUERY_TOKEN: 't', LOG_FORMAT: 'json' }).logFormat, 'json');
+});
 
 t.test('loopback http is allowed for tests and the demo', async (t) => {
   const c = load({ BITQUERY_CLIENT_ID: 'i', BITQUERY_CLIENT_SECRET: 's', BITQUERY_TOKEN_URL: 'http://127.0.0.1:9/t', BITQUERY_UPSTREAM: 'http://localhost:9' });

@@ -34,6 +34,11 @@ export class KeyStore {
     return Boolean(this.sources.list || this.sources.file);
   }
 
+  /** Whether a key of this name is in force (metrics fold any other name into `other`). */
+  has(name: string): boolean {
+    return this.keys.some((k) => k.name === name);
+  }
+
   find(presented: string): ApiKey | undefined {
     return findKey(this.keys, presented);
   }

@@ -10,7 +10,7 @@ import { parseCredentialSet, type CredentialDefaults, type CredentialField, type
 import { ConfigError } from './errors.js';
 import { loadGatewayFile } from './gateway-file.js';
 import { SETTINGS, type Config } from './settings.js';
-import { isLoopbackHost } from './urls.js';
+import { isLoopbackHost, secureUrl } from './urls.js';
 
 export { ConfigError } from './errors.js';
 export { readSecretFile, type AuthMethod, type ClientCredentials, type CredentialSetConfig, type StaticToken } from './credentials.js';
@@ -134,6 +134,13 @@ function corsFrom(value: string | undefined): string[] | 'loopback' {
   return origins;
 }
 
+function adminPortFrom(value: string): number | 'off' {
+  if (value === 'off') return 'off';
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(port <= 65535)) throw new ConfigError('ADMIN_PORT must be a port number (0 picks a free one) or off');
+  return port;
+}
+
 /** Keys, their mapping to credential sets, and the refusal to run open on a network. */
 function inboundAuth(raw: Raw, host: string, parts: CredentialParts): Pick<Config, 'apiKeys' | 'initialKeys' | 'allowUnauthenticated'> {
   const apiKeys: KeySources = { list: raw.PROXY_API_KEYS as string | undefined, file: raw.PROXY_API_KEYS_FILE as string | undefined };
@@ -176,6 +183,12 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     host: raw.HOST as string,
     port: n('PORT'),
     logLevel: raw.LOG_LEVEL as string,
+    logFormat: raw.LOG_FORMAT as Config['logFormat'],
+    adminHost: raw.ADMIN_HOST as string,
+    adminPort: adminPortFrom(raw.ADMIN_PORT as string),
+    usageUrl: secureUrl(raw.BITQUERY_USAGE_URL as string, 'BITQUERY_USAGE_URL'),
+    usagePollMs: n('USAGE_POLL_MS'),
+    budgetWarnPercent: n('BUDGET_WARN_PERCENT'),
     bodyLimit: n('BODY_LIMIT'),
     upstreamTimeoutMs: n('UPSTREAM_TIMEOUT_MS'),
     upstreamConnectTimeoutMs: n('UPSTREAM_CONNECT_TIMEOUT_MS'),
@@ -193,6 +206,9 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');
+  }
+  if (config.adminPort !== 'off' && config.adminPort !== 0 && config.adminPort === config.port) {
+    throw new ConfigError(`ADMIN_PORT and PORT are both ${config.port}: give the admin listener another port, or ADMIN_PORT=off`);
   }
   return config;
 }

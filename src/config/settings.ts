@@ -40,6 +40,12 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'HOST', type: 'string', default: '127.0.0.1', help: 'listen address' },
   { name: 'PORT', type: 'integer', default: 8080, minimum: 0, maximum: 65535, help: 'listen port (0 picks a free one)' },
   { name: 'LOG_LEVEL', type: 'string', default: 'info', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'pino log level' },
+  { name: 'LOG_FORMAT', type: 'string', enum: ['pretty', 'json'], help: 'log lines for people (pretty) or machines (json); unset: pretty when stdout is a terminal, else json' },
+  { name: 'ADMIN_HOST', type: 'string', default: '127.0.0.1', help: 'admin listener address (metrics, probes, status page)' },
+  { name: 'ADMIN_PORT', type: 'string', default: '9464', help: 'admin listener port (0 picks a free one; off turns the listener off)' },
+  { name: 'BITQUERY_USAGE_URL', type: 'string', default: 'https://account.bitquery.io/api/usage', help: "Bitquery's Usage API, polled with each credential set's token" },
+  { name: 'USAGE_POLL_MS', type: 'integer', default: 300000, minimum: 0, maximum: 86400000, help: 'period of Usage API polls; 0 turns polling off' },
+  { name: 'BUDGET_WARN_PERCENT', type: 'integer', default: 80, minimum: 1, maximum: 100, help: 'warn once a billing period when this share of the points is used (then at 95 and 100)' },
   { name: 'BODY_LIMIT', type: 'integer', default: 1048576, minimum: 1, help: 'largest request body in bytes; larger gets 413' },
   { name: 'UPSTREAM_TIMEOUT_MS', type: 'integer', default: 60000, minimum: 1, help: 'wait for upstream response headers, and at most this long between body chunks; then 504' },
   { name: 'UPSTREAM_CONNECT_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 1, help: 'wait for a TCP+TLS connection to the upstream; then 504' },
@@ -74,6 +80,14 @@ export interface Config {
   host: string;
   port: number;
   logLevel: string;
+  /** LOG_FORMAT; undefined: pretty on a terminal, else JSON. */
+  logFormat?: 'pretty' | 'json';
+  adminHost: string;
+  /** 0 picks a free port; 'off': no admin listener. */
+  adminPort: number | 'off';
+  usageUrl: URL;
+  usagePollMs: number;
+  budgetWarnPercent: number;
   bodyLimit: number;
   upstreamTimeoutMs: number;
   upstreamConnectTimeoutMs: number;

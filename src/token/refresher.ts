@@ -1,6 +1,7 @@
 // Holds the client-credentials token: fetches it at start, renews it ahead of expiry, retries
 // failures with capped backoff, and makes sure only one token request is ever in flight.
 import type { Logger } from 'pino';
+import type { Events, TokenEvent } from '../events.js';
 import { setLongTimeout, type LongTimer } from './timer.js';
 import { TokenRequestError, TokenUnavailableError, type Readiness, type Token, type TokenProvider } from './types.js';
 
@@ -19,6 +20,9 @@ export interface RefresherOptions {
   retryMaxMs: number;
   /** Delay after the endpoint rejected the credentials: retrying sooner only adds noise. */
   rejectedRetryMs: number;
+  /** Where token requests are published (`token` events), under the credential set's name. */
+  events?: Events;
+  credentials?: string;
   /** Random source in [0, 1); tests pin it. */
   random?: () => number;
 }
@@ -123,6 +127,11 @@ export class TokenRefresher implements TokenProvider {
     return this.inflight;
   }
 
+  private publish(event: Omit<TokenEvent, 'credentials'>): void {
+    const { events, credentials = 'default' } = this.options;
+    if (events?.has('token')) events.emit('token', { credentials, ...event });
+  }
+
   private async fetchOnce(): Promise<Token> {
     this.timer?.cancel();
     this.backingOff = false;
@@ -139,6 +148,7 @@ export class TokenRefresher implements TokenProvider {
       const delay = renewalDelayMs(lifetimeMs, this.options.refreshMargin, this.random);
       logger.info({ expiresInSec: Math.round(lifetimeMs / 1000), renewInSec: Math.round(delay / 1000) }, 'obtained a token');
       this.schedule(delay);
+      this.publish({ result: 'ok', expiresAt: token.expiresAt });
       return token;
     } catch (err) {
       this.failures += 1;
@@ -155,6 +165,7 @@ export class TokenRefresher implements TokenProvider {
       }
       this.backingOff = true;
       this.schedule(delay);
+      this.publish({ result: rejected ? 'rejected' : 'failed', reason: this.lastError });
       throw err;
     }
   }

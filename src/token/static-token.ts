@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { StaticToken } from '../config/index.js';
+import type { Events } from '../events.js';
 import { TokenUnavailableError, type Readiness, type TokenProvider } from './types.js';
 import { watchFile, type FileWatch } from './watch-file.js';
 
@@ -11,6 +12,9 @@ export interface StaticTokenOptions {
   /** The value read from the file at start-up (config validation already read it). */
   initial: string;
   logger: Logger;
+  /** Where the upstream's verdicts on the token are published (`token` events: rejected, then ok once accepted again). */
+  events?: Events;
+  credentials?: string;
 }
 
 const REJECTED = 'the upstream rejected the static token (401): generate a new one and update BITQUERY_TOKEN or BITQUERY_TOKEN_FILE';
@@ -78,7 +82,13 @@ export class StaticTokenProvider implements TokenProvider {
     if (this.rejected === token) {
       this.rejected = undefined;
       this.options.logger.info('the upstream accepts the static token again');
+      this.publish('ok');
     }
+  }
+
+  private publish(result: 'ok' | 'rejected'): void {
+    const { events, credentials = 'default' } = this.options;
+    if (events?.has('token')) events.emit('token', { credentials, result, ...(result === 'rejected' && { reason: REJECTED }) });
   }
 
   async tokenRejected(rejected: string, _waitMs: number, sentAt: number): Promise<string | undefined> {
@@ -90,7 +100,10 @@ export class StaticTokenProvider implements TokenProvider {
     }
     if (this.value !== rejected) return this.value;
     if (this.workedAt >= sentAt) return undefined;
-    if (this.rejected !== rejected) logger.error(REJECTED);
+    if (this.rejected !== rejected) {
+      logger.error(REJECTED);
+      this.publish('rejected');
+    }
     this.rejected = rejected;
     this.checkedAt = performance.now();
     return undefined;

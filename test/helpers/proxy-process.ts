@@ -70,7 +70,8 @@ export async function spawnProxy(env: Record<string, string>, options: SpawnOpti
   const inherited = options.bareEnv ? { PATH: process.env.PATH ?? '/usr/bin:/bin' } : baseEnv();
   const child = spawn(process.execPath, [...(options.entry ?? [CLI]), ...(options.args ?? [])], {
     cwd,
-    env: { ...inherited, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'debug', ...env },
+    // A free admin port (tests run side by side) and no Usage API polls unless a test asks for them.
+    env: { ...inherited, HOST: '127.0.0.1', PORT: '0', ADMIN_PORT: '0', USAGE_POLL_MS: '0', LOG_LEVEL: 'debug', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

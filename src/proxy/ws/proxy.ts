@@ -13,7 +13,9 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Caller, ResolveCaller } from '../../auth/caller.js';
 import type { Config } from '../../config/index.js';
 import { ProxyError, refuseSocket } from '../../errors.js';
+import type { Events } from '../../events.js';
 import { redactUrl } from '../../log.js';
+import { REQUEST_ID_HEADER, requestId } from '../../observability/request-id.js';
 import { headerLimit } from '../headers.js';
 import { validHandshake } from './handshake.js';
 import { closeSide, Stream, type Side } from './stream.js';
@@ -47,6 +49,8 @@ export interface WsProxyOptions {
   resolveCaller: ResolveCaller;
   /** The daemon's logger; a `component: 'ws'` child is made from it. */
   logger: Logger;
+  /** Where streams opened and closed, messages and refusals are published. */
+  events: Events;
   takeOver?: TakeOver;
 }
 
@@ -75,7 +79,7 @@ interface Pending {
 /** The socket of a handshake may error before it is answered; what matters then is its close. */
 function ignoreSocketError(): void {}
 
-export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsProxyOptions): WsProxy {
+export function createWsProxy({ config, resolveCaller, logger, events, takeOver }: WsProxyOptions): WsProxy {
   const log = logger.child({ component: 'ws' });
   const paths = new Set(config.paths);
   /** Streams and handshakes per key name, for WS_MAX_STREAMS_PER_KEY and keys' maxStreams. */
@@ -106,8 +110,11 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
     if (streams.size === 0 && pending.size === 0) for (const resolve of allGone.splice(0)) resolve();
   };
 
-  const refused = (socket: Duplex, path: string, error: ProxyError) => {
+  const refused = (socket: Duplex, path: string, error: ProxyError, caller?: Caller) => {
     const { status, code } = error;
+    if (events.has('refused')) {
+      events.emit('refused', { transport: 'ws', status, error: code, path: paths.has(path) ? path : undefined, key: caller?.keyName, credentials: caller?.credentialSet.name });
+    }
     if (status >= 500) log.warn({ path, status, error: code }, `stream refused: ${error.message}`);
     else log.info({ path, status, error: code }, `stream refused: ${error.message}`);
     refuseSocket(socket, error);
@@ -129,13 +136,15 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
 
   /** Wires an accepted client to its upstream. */
   function pairUp(req: IncomingMessage, client: WebSocket, upstream: WebSocket, h: Handshake, attempts: number): void {
-    const info = { id: nextId++, path: h.path, protocol: upstream.protocol, key: h.caller.keyName };
+    const info = { id: nextId++, path: h.path, protocol: upstream.protocol, credentials: h.caller.credentialSet.name, key: h.caller.keyName };
     const stream = new Stream(client, upstream, config.wsMaxBufferedBytes, {
+      ...(events.has('streamMessage') && { message: (direction, bytes) => events.emit('streamMessage', { direction, bytes }) }),
       error: (side: Side, err: Error) => log.debug({ stream: info.id, side, err: { message: err.message } }, 'stream error'),
       closed: (s, ending, counts, ms) => {
         streams.delete(s);
         h.release();
         checkGone();
+        if (events.has('streamClosed')) events.emit('streamClosed', { ...info, ms, closedBy: ending.closedBy, cause: ending.cause, code: ending.code, reason: ending.reason, ...counts });
         log.info(
           {
             stream: info.id,
@@ -155,6 +164,7 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
     });
     streams.add(stream);
     upstream.resume();
+    if (events.has('streamOpened')) events.emit('streamOpened', { ...info, attempts });
     log.info({ stream: info.id, path: info.path, url: redactUrl(req.url ?? ''), protocol: info.protocol, ...(info.key && { key: info.key }), attempts }, 'stream opened');
   }
 
@@ -200,7 +210,7 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
         onAttempt: (ws) => (current = ws),
       });
       if ('abandoned' in result) return;
-      if ('refusal' in result) return refused(socket, path, result.refusal);
+      if ('refusal' in result) return refused(socket, path, result.refusal, h.caller);
       const { ws: upstream, attempts } = result;
 
       // Nothing is read from the upstream until the client is wired, so no message can arrive
@@ -246,6 +256,7 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', ignoreSocketError);
+    req.headers[REQUEST_ID_HEADER] = requestId(req.headers[REQUEST_ID_HEADER]);
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
