@@ -122,7 +122,11 @@ export async function spawnProxy(env: Record<string, string>, options: SpawnOpti
 
   let url = '';
   if (!options.noWait) {
-    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 10000);
+    // A proxy that does not start in time is not left running: no test would ever stop it.
+    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 10000).catch((err: Error) => {
+      child.kill('SIGKILL');
+      throw err;
+    });
     url = line.url as string;
   }
   return {
