@@ -3,6 +3,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config/index.js';
+import { MemoryAdmission } from './admission/index.js';
 import { createCallerResolver } from './auth/caller.js';
 import { KeyStore } from './auth/key-store.js';
 import { createCredentialSets } from './credential-set.js';
@@ -26,8 +27,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const credentialSets = createCredentialSets(config, logger);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
-  const app = await buildServer({ config, logger, credentialSets, resolveCaller });
-  const ws = createWsProxy({ config, logger, resolveCaller });
+  const admission = new MemoryAdmission();
+  const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission });
+  const ws = createWsProxy({ config, logger, resolveCaller, admission });
   app.server.on('upgrade', ws.handleUpgrade);
 
   // In-flight HTTP requests, so that shutdown closes the streams only once they have drained.
@@ -91,7 +93,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       } finally {
         clearInterval(sweep);
         clearTimeout(deadline);
-        await Promise.all([...credentialSets.values()].map((set) => set.upstream.destroy()));
+        await Promise.all([...[...credentialSets.values()].map((set) => set.upstream.destroy()), admission.close()]);
       }
       logger.info('stopped');
     })());
