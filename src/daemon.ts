@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from './config/index.js';
+import { MemoryAdmission } from './admission/index.js';
 import { createCallerResolver } from './auth/caller.js';
 import { KeyStore } from './auth/key-store.js';
 import { createCredentialSets, readiness } from './credential-set.js';
@@ -41,8 +42,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const credentialSets = createCredentialSets(config, logger, events);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
-  const app = await buildServer({ config, logger, credentialSets, resolveCaller, events });
-  const ws = createWsProxy({ config, logger, resolveCaller, events });
+  const admission = new MemoryAdmission();
+  const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events });
+  const ws = createWsProxy({ config, logger, resolveCaller, admission, events });
 
   // Observability: metrics and the status board subscribe to the events; the usage poller asks
   // Bitquery's Usage API with each set's token. None of them is on the request path.
@@ -128,7 +130,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       } finally {
         clearInterval(sweep);
         clearTimeout(deadline);
-        await Promise.all([...credentialSets.values()].map((set) => set.upstream.destroy()));
+        await Promise.all([...[...credentialSets.values()].map((set) => set.upstream.destroy()), admission.close()]);
         await observed?.admin.close();
         observed?.metrics.close();
         observed?.board.close();

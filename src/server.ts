@@ -3,6 +3,7 @@
 import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Admission } from './admission/index.js';
 import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
@@ -19,10 +20,11 @@ export interface ServerParts {
   logger: Logger;
   credentialSets: Map<string, CredentialSet>;
   resolveCaller: ResolveCaller;
+  admission: Admission;
   events: Events;
 }
 
-export async function buildServer({ config, logger, credentialSets, resolveCaller, events }: ServerParts): Promise<FastifyInstance> {
+export async function buildServer({ config, logger, credentialSets, resolveCaller, admission, events }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
@@ -113,7 +115,7 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
   });
 
   // Registered last: a plugin inherits only the handlers and hooks set before it.
-  await app.register(httpProxy, { config, resolveCaller });
+  await app.register(httpProxy, { config, resolveCaller, admission });
 
   return app;
 }

@@ -2,11 +2,11 @@
 // by BODY_LIMIT) because a streamed body cannot be sent twice; the response streams through
 // (relay.ts).
 // Before anything goes upstream the caller is resolved (key, origin, credential set) and, when
-// limits are set, rate-limited.
+// limits are set, admitted under its per-minute limit.
 import type { OutgoingHttpHeaders } from 'node:http';
-import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
+import type { Admission, RateDecision } from '../admission/index.js';
 import type { Caller, ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
 import { ProxyError, sendError, upstreamFailure, writeError } from '../errors.js';
@@ -18,6 +18,7 @@ import { ClientLink, relay } from './relay.js';
 export interface HttpProxyOptions {
   config: Config;
   resolveCaller: ResolveCaller;
+  admission: Admission;
 }
 
 /** What happened upstream, for the access log line. */
@@ -61,13 +62,21 @@ const LIMIT_MEANING: Record<number, string> = {
   429: 'Bitquery rate, session or stream limit reached (Too Many Sessions)',
 };
 
-/** The per-minute limit for a caller: its key's own, else RATE_LIMIT_PER_MINUTE; 0 = none. */
-function limitOf(config: Config, request: FastifyRequest): number {
-  return request.caller?.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+/** "59 seconds", "1 minute": when a limited caller may come back, in words. */
+function retryIn(seconds: number): string {
+  const minutes = Math.round(seconds / 60);
+  if (minutes > 0) return `${minutes} minute${minutes === 1 ? '' : 's'}`;
+  return `${seconds} second${seconds === 1 ? '' : 's'}`;
+}
+
+/** The rate-limit headers of an admitted or refused request (x-ratelimit-*, and Retry-After when refused). */
+function rateHeaders(reply: FastifyReply, decision: RateDecision): void {
+  reply.header('x-ratelimit-limit', decision.limit).header('x-ratelimit-remaining', decision.remaining).header('x-ratelimit-reset', decision.resetSec);
+  if (decision.retryAfterSec !== undefined) reply.header('retry-after', decision.retryAfterSec);
 }
 
 export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions): Promise<void> {
-  const { config, resolveCaller } = options;
+  const { config, resolveCaller, admission } = options;
   /** Upstream 402 and 429 answers, per key name and status, for the warning lines. */
   const limitHits = new Map<string, number>();
 
@@ -78,25 +87,21 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
 
-  // Before the body is read and before anything goes upstream.
-  app.addHook('onRequest', async (request, reply) => {
+  // Before the body is read and before anything goes upstream. Synchronous unless a limit applies.
+  app.addHook('onRequest', (request, reply, done) => {
     const caller = resolveCaller(request.headers);
-    if (caller instanceof ProxyError) return sendError(reply, caller);
+    if (caller instanceof ProxyError) return void sendError(reply, caller);
     request.caller = caller;
+    const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+    if (limit === 0) return done();
+    const { keyName } = caller;
+    admission.take({ keyName, address: request.ip }, limit).then((decision) => {
+      rateHeaders(reply, decision);
+      if (decision.allowed) return done();
+      const who = keyName === undefined ? '' : ` for the key "${keyName}"`;
+      sendError(reply, new ProxyError('rate_limited', `${limit} requests a minute${who}: retry in ${retryIn(decision.retryAfterSec!)}`));
+    }, done);
   });
-
-  const limited = config.rateLimitPerMinute > 0 || Object.values(config.keyPolicies).some((p) => p.rateLimitPerMinute);
-  if (limited) {
-    await app.register(rateLimit, {
-      hook: 'preParsing',
-      timeWindow: 60_000,
-      keyGenerator: (request) => request.caller?.keyName ?? request.ip,
-      allowList: (request) => limitOf(config, request) === 0,
-      max: async (request) => limitOf(config, request),
-      errorResponseBuilder: (request, context) =>
-        new ProxyError('rate_limited', `${context.max} requests a minute${request.caller?.keyName ? ` for the key "${request.caller.keyName}"` : ''}: retry in ${context.after}`),
-    });
-  }
 
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
     const { credentialSet, keyName } = request.caller!;

@@ -136,7 +136,7 @@ export async function spawnProxy(env: Record<string, string>, options: SpawnOpti
     // A deadline, not a wait: start-up takes well under a second on an idle machine, but a CI
     // machine shared with other work can take many seconds to load the modules.
     // A proxy that did not come up is not handed to the test, so nothing else would stop it.
-    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 30_000).catch((err: unknown) => {
+    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 30_000).catch((err: Error) => {
       child.kill('SIGKILL');
       throw err;
     });

@@ -10,6 +10,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
+import type { Admission, Release } from '../../admission/index.js';
 import type { Caller, ResolveCaller } from '../../auth/caller.js';
 import type { Config } from '../../config/index.js';
 import { ProxyError, refuseSocket } from '../../errors.js';
@@ -33,11 +34,11 @@ export interface Handshake {
   protocols: string[];
   caller: Caller;
   /** Frees the handshake's place under the per-key stream cap; call it once the client's stream ends. */
-  release(): void;
+  release: Release;
 }
 
 /**
- * Offered every admitted handshake before it is relayed (a future shared-subscriptions mode
+ * Offered every admitted handshake (path, validity, caller, stream caps) before it is relayed (a future shared-subscriptions mode
  * takes `graphql-ws`/`graphql-transport-ws` clients here). Returns true when it has taken the
  * socket: from then on the proxy does nothing more with it, and the taker must call release().
  */
@@ -47,6 +48,8 @@ export interface WsProxyOptions {
   config: Config;
   /** Key, origin and credential set of a handshake: the same decision as for HTTP requests. */
   resolveCaller: ResolveCaller;
+  /** The per-key stream cap, shared with other replicas when the store is. */
+  admission: Admission;
   /** The daemon's logger; a `component: 'ws'` child is made from it. */
   logger: Logger;
   /** Where streams opened and closed, messages and refusals are published. */
@@ -79,11 +82,12 @@ interface Pending {
 /** The socket of a handshake may error before it is answered; what matters then is its close. */
 function ignoreSocketError(): void {}
 
-export function createWsProxy({ config, resolveCaller, logger, events, takeOver }: WsProxyOptions): WsProxy {
+/** Nothing to free: no per-key cap applies. */
+function noRelease(): void {}
+
+export function createWsProxy({ config, resolveCaller, admission, logger, events, takeOver }: WsProxyOptions): WsProxy {
   const log = logger.child({ component: 'ws' });
   const paths = new Set(config.paths);
-  /** Streams and handshakes per key name, for WS_MAX_STREAMS_PER_KEY and keys' maxStreams. */
-  const perKey = new Map<string, number>();
   const handshakeTimeoutMs = config.upstreamConnectTimeoutMs + Math.min(config.upstreamTimeoutMs, HANDSHAKE_RESPONSE_MAX_MS);
 
   const streams = new Set<Stream>();
@@ -120,18 +124,11 @@ export function createWsProxy({ config, resolveCaller, logger, events, takeOver 
     refuseSocket(socket, error);
   };
 
-  /** Counts a handshake (then its stream) against its key until the returned function is called. */
-  const hold = (keyName: string | undefined) => {
-    if (keyName === undefined) return () => undefined;
-    perKey.set(keyName, (perKey.get(keyName) ?? 0) + 1);
-    let held = true;
-    return () => {
-      if (!held) return;
-      held = false;
-      const left = perKey.get(keyName)! - 1;
-      if (left === 0) perKey.delete(keyName);
-      else perKey.set(keyName, left);
-    };
+  /** A place among the key's streams (WS_MAX_STREAMS_PER_KEY or the key's maxStreams), held until released. */
+  const acquire = (caller: Caller): Promise<Release | undefined> => {
+    const cap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
+    if (caller.keyName === undefined || cap === 0) return Promise.resolve(noRelease);
+    return admission.acquireStream(caller.keyName, cap);
   };
 
   /** Wires an accepted client to its upstream. */
@@ -168,14 +165,17 @@ export function createWsProxy({ config, resolveCaller, logger, events, takeOver 
     log.info({ stream: info.id, path: info.path, url: redactUrl(req.url ?? ''), protocol: info.protocol, ...(info.key && { key: info.key }), attempts }, 'stream opened');
   }
 
-  /** Opens the upstream, then accepts the client with the upstream's subprotocol. */
-  async function relay(h: Handshake): Promise<void> {
-    const { req, socket, path } = h;
+  /**
+   * An admitted handshake, from its place under the key's stream cap to the stream: offered to
+   * takeOver, else the upstream is opened and the client accepted with the upstream's subprotocol.
+   * Counted under WS_MAX_STREAMS (`pending`) from the start, and abandoned at once when the client
+   * hangs up or the proxy shuts down; the awaits still running then find `gone` set and return.
+   */
+  async function serve(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, query: string, protocols: string[], caller: Caller): Promise<void> {
+    let release: Release | undefined;
     let handedOver = false;
     let gone = false;
     let current: WebSocket | undefined;
-    // Leaving `pending` as soon as the handshake is given up frees its place under WS_MAX_STREAMS
-    // and lets shutdown proceed; the awaits still running just find `gone` set and return.
     const leave = () => {
       socket.off('close', onSocketClose);
       if (pending.delete(entry)) checkGone();
@@ -198,11 +198,22 @@ export function createWsProxy({ config, resolveCaller, logger, events, takeOver 
     pending.add(entry);
 
     try {
+      release = await acquire(caller);
+      if (gone) return;
+      if (release === undefined) {
+        const cap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
+        return refused(socket, path, new ProxyError('too_many_streams', `the key "${caller.keyName}" has ${cap} streams open (its stream limit): try again later`));
+      }
+      const handshake: Handshake = { req, socket, head, path, query, protocols, caller, release };
+      if (takeOver?.(handshake)) {
+        handedOver = true;
+        return;
+      }
       const result = await openUpstream({
-        caller: h.caller,
+        caller,
         path,
-        query: h.query,
-        protocols: h.protocols,
+        query,
+        protocols,
         headers: req.headers,
         tokenWaitMs: config.tokenWaitMs,
         timeoutMs: handshakeTimeoutMs,
@@ -210,7 +221,7 @@ export function createWsProxy({ config, resolveCaller, logger, events, takeOver 
         onAttempt: (ws) => (current = ws),
       });
       if ('abandoned' in result) return;
-      if ('refusal' in result) return refused(socket, path, result.refusal, h.caller);
+      if ('refusal' in result) return refused(socket, path, result.refusal, caller);
       const { ws: upstream, attempts } = result;
 
       // Nothing is read from the upstream until the client is wired, so no message can arrive
@@ -219,22 +230,22 @@ export function createWsProxy({ config, resolveCaller, logger, events, takeOver 
       picked.set(req, upstream.protocol);
       socket.off('close', onSocketClose);
       let client: WebSocket | undefined;
-      wss.handleUpgrade(req, socket, h.head, (ws) => (client = ws));
+      wss.handleUpgrade(req, socket, head, (ws) => (client = ws));
       if (!client) {
         // ws destroyed the socket instead (the client had already hung up).
         closeSide(upstream, 1001, 'client went away');
         return;
       }
       handedOver = true;
-      pairUp(req, client, upstream, h, attempts);
+      pairUp(req, client, upstream, handshake, attempts);
     } finally {
-      if (!handedOver) h.release();
+      if (!handedOver) release?.();
       leave();
     }
   }
 
-  /** Path, shutdown, validity, caller and stream caps: the handshake is refused here or admitted. */
-  function admit(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, query: string): Handshake | ProxyError {
+  /** Path, shutdown, validity, caller and WS_MAX_STREAMS: refused here, before anything is awaited. */
+  function admit(req: IncomingMessage, path: string): { protocols: string[]; caller: Caller } | ProxyError {
     if (!paths.has(path)) return new ProxyError('not_found', `nothing at ${path}; proxied paths: ${config.paths.join(', ')}`);
     if (!accepting) return new ProxyError('shutting_down');
     const protocols = validHandshake(req);
@@ -246,12 +257,7 @@ export function createWsProxy({ config, resolveCaller, logger, events, takeOver 
     if (streams.size + pending.size >= config.wsMaxStreams) {
       return new ProxyError('too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
     }
-    const { keyName } = caller;
-    const keyCap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
-    if (keyName !== undefined && keyCap > 0 && (perKey.get(keyName) ?? 0) >= keyCap) {
-      return new ProxyError('too_many_streams', `the key "${keyName}" has ${keyCap} streams open (its stream limit): try again later`);
-    }
-    return { req, socket, head, path, query, protocols, caller, release: hold(keyName) };
+    return { protocols, caller };
   }
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -260,11 +266,10 @@ export function createWsProxy({ config, resolveCaller, logger, events, takeOver 
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    const admitted = admit(req, socket, head, path, q === -1 ? '' : url.slice(q + 1));
+    const admitted = admit(req, path);
     if (admitted instanceof ProxyError) return refused(socket, path, admitted);
-    if (takeOver?.(admitted)) return;
-    relay(admitted).catch((err: Error) => {
-      log.error({ path: admitted.path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
+    serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), admitted.protocols, admitted.caller).catch((err: Error) => {
+      log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
       refuseSocket(socket, new ProxyError('internal_error', 'the proxy failed to open the stream'));
     });
   };

@@ -1,0 +1,2 @@
+export type { Admission, RateDecision, RateSubject, Release } from './admission.js';
+export { MemoryAdmission, type MemoryAdmissionOptions } from './memory.js';
