@@ -7,7 +7,7 @@ import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
 import { accessLogger } from './log.js';
-import { ProxyError, sendError } from './errors.js';
+import { ProxyError, sendError, writeError } from './errors.js';
 import { httpProxy } from './proxy/http.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
@@ -28,7 +28,24 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     // Idle keep-alive connections are closed on shutdown; busy ones get Connection: close.
     forceCloseConnections: 'idle',
     return503OnClosing: true,
+    // Bounds per gap, not per request: a large body on a slow link is fine, a stalled one is not.
     requestTimeout: 0,
+    connectionTimeout: config.clientTimeoutMs,
+  });
+
+  // CLIENT_TIMEOUT_MS between the bytes of a request: the socket's idle timer, which Node reports
+  // on the request only while it is incomplete. Once the body is in, waiting is the upstream's
+  // doing (UPSTREAM_TIMEOUT_MS), so the timer is off until the next request on the connection.
+  app.server.on('request', (req, res) => {
+    req.socket.setTimeout(config.clientTimeoutMs);
+    req.once('timeout', () => {
+      if (res.headersSent) return void req.socket.destroy();
+      res.once('finish', () => req.socket.destroy());
+      writeError(res, new ProxyError('request_timeout', `no byte of the request came for CLIENT_TIMEOUT_MS (${config.clientTimeoutMs} ms)`), { connection: 'close' });
+    });
+  });
+  app.addHook('preValidation', async (request) => {
+    request.raw.socket.setTimeout(0);
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
