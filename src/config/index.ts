@@ -191,6 +191,8 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     wsPingIntervalMs: n('WS_PING_INTERVAL_MS'),
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
     clientTimeoutMs: n('CLIENT_TIMEOUT_MS'),
+    wsMaxMessageBytes: n('WS_MAX_MESSAGE_BYTES'),
+    wsMaxUpstreamMessageBytes: n('WS_MAX_UPSTREAM_MESSAGE_BYTES'),
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');

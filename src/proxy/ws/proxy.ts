@@ -94,6 +94,8 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
     noServer: true,
     clientTracking: false,
     perMessageDeflate: false,
+    // ws counts the fragments of an unfinished message too, so this bounds what one client can pin.
+    maxPayload: config.wsMaxMessageBytes,
     handleProtocols: (_offered, req) => picked.get(req) || false,
   });
 
@@ -196,6 +198,7 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
         headers: req.headers,
         tokenWaitMs: config.tokenWaitMs,
         timeoutMs: handshakeTimeoutMs,
+        maxPayload: config.wsMaxUpstreamMessageBytes,
         abandoned: () => gone,
         onAttempt: (ws) => (current = ws),
       });
