@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config } from './config/index.js';
 import type { Events } from './events.js';
+import { UpstreamSlots } from './proxy/slots.js';
 import { createTokenProvider, type Readiness, type TokenProvider } from './token/index.js';
 
 export interface CredentialSet {
@@ -11,6 +12,8 @@ export interface CredentialSet {
   tokens: TokenProvider;
   /** Keep-alive pool bound to `origin`. */
   upstream: Dispatcher;
+  /** Admission to `upstream`: a request takes a slot before it is dispatched. */
+  slots: UpstreamSlots;
   origin: URL;
 }
 
@@ -27,6 +30,7 @@ export function createCredentialSets(config: Config, logger: Logger, events?: Ev
       name: set.name,
       origin: set.upstream,
       tokens: createTokenProvider(set, config, log, events),
+      slots: new UpstreamSlots(config.upstreamConnections, config.upstreamTimeoutMs),
       upstream: new Pool(set.upstream.origin, {
         connections: config.upstreamConnections,
         connect: { timeout: config.upstreamConnectTimeoutMs },

@@ -8,7 +8,7 @@ import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
 import { accessLogger, redactUrl } from './log.js';
-import { errorCodeOf, ProxyError, sendError } from './errors.js';
+import { errorCodeOf, ProxyError, sendError, writeError } from './errors.js';
 import type { Events } from './events.js';
 import { REQUEST_ID_HEADER, requestId } from './observability/request-id.js';
 import { httpProxy } from './proxy/http.js';
@@ -33,8 +33,10 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     // Idle keep-alive connections are closed on shutdown; busy ones get Connection: close.
     forceCloseConnections: 'idle',
     return503OnClosing: true,
+    // Bounds per gap, not per request: a large body on a slow link is fine, a stalled one is not.
     requestTimeout: 0,
     genReqId: (req) => requestId(req.headers[REQUEST_ID_HEADER]),
+    connectionTimeout: config.clientTimeoutMs,
   });
 
   // The id goes back on every answer (hijacked ones take these headers too) and upstream.
@@ -42,6 +44,21 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     reply.header(REQUEST_ID_HEADER, request.id);
     request.headers[REQUEST_ID_HEADER] = request.id;
     done();
+  });
+
+  // CLIENT_TIMEOUT_MS between the bytes of a request: the socket's idle timer, which Node reports
+  // on the request only while it is incomplete. Once the body is in, waiting is the upstream's
+  // doing (UPSTREAM_TIMEOUT_MS), so the timer is off until the next request on the connection.
+  app.server.on('request', (req, res) => {
+    req.socket.setTimeout(config.clientTimeoutMs);
+    req.once('timeout', () => {
+      if (res.headersSent) return void req.socket.destroy();
+      res.once('finish', () => req.socket.destroy());
+      writeError(res, new ProxyError('request_timeout', `no byte of the request came for CLIENT_TIMEOUT_MS (${config.clientTimeoutMs} ms)`), { connection: 'close' });
+    });
+  });
+  app.addHook('preValidation', async (request) => {
+    request.raw.socket.setTimeout(0);
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));

@@ -203,6 +203,9 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     wsMaxBufferedBytes: n('WS_MAX_BUFFERED_BYTES'),
     wsPingIntervalMs: n('WS_PING_INTERVAL_MS'),
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
+    clientTimeoutMs: n('CLIENT_TIMEOUT_MS'),
+    wsMaxMessageBytes: n('WS_MAX_MESSAGE_BYTES'),
+    wsMaxUpstreamMessageBytes: n('WS_MAX_UPSTREAM_MESSAGE_BYTES'),
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');

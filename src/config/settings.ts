@@ -60,6 +60,9 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'WS_MAX_BUFFERED_BYTES', type: 'integer', default: 4194304, minimum: 1024, help: 'bytes queued for one slow WebSocket client before it is closed with 1013' },
   { name: 'WS_PING_INTERVAL_MS', type: 'integer', default: 30000, minimum: 100, help: 'WebSocket ping period; a peer that misses a pong by the next ping is closed' },
   { name: 'SHUTDOWN_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 0, help: 'on SIGTERM/SIGINT, how long in-flight requests may take before connections are cut' },
+  { name: 'CLIENT_TIMEOUT_MS', type: 'integer', default: 30000, minimum: 1, help: 'most a client may take between bytes of its request (then 408), or to read on an answer it stopped reading (then cut)' },
+  { name: 'WS_MAX_MESSAGE_BYTES', type: 'integer', default: 1048576, minimum: 1024, help: 'largest WebSocket message from a client, fragments of an unfinished one counted; larger: closed with 1009' },
+  { name: 'WS_MAX_UPSTREAM_MESSAGE_BYTES', type: 'integer', default: 16777216, minimum: 1024, help: 'largest WebSocket message from the upstream, fragments counted; larger: the stream is closed with 1009' },
 ];
 
 export interface Config {
@@ -102,4 +105,7 @@ export interface Config {
   wsMaxBufferedBytes: number;
   wsPingIntervalMs: number;
   shutdownTimeoutMs: number;
+  clientTimeoutMs: number;
+  wsMaxMessageBytes: number;
+  wsMaxUpstreamMessageBytes: number;
 }

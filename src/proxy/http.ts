@@ -13,7 +13,7 @@ import { ProxyError, sendError, upstreamFailure, writeError } from '../errors.js
 import { provesToken } from '../token/index.js';
 import { headerLimit, upstreamRequestHeaders, withAuthorization, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
-import { ClientLink, relay } from './relay.js';
+import { ClientLink, relay, type RelayResult } from './relay.js';
 
 export interface HttpProxyOptions {
   config: Config;
@@ -127,9 +127,17 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
 
     // From here the answer is written by hand, straight from undici's callbacks.
     reply.hijack();
-    const client = new ClientLink(reply.raw);
+    const client = new ClientLink(reply.raw, config.clientTimeoutMs, () =>
+      request.log.warn({ clientTimeoutMs: config.clientTimeoutMs }, 'the client stopped reading the answer for CLIENT_TIMEOUT_MS: connection cut, upstream request released'),
+    );
     const baseHeaders = reply.getHeaders() as OutgoingHttpHeaders;
-    const send = (bearer: string, hold?: number) => {
+    const send = async (bearer: string, hold?: number): Promise<RelayResult> => {
+      let release: () => void;
+      try {
+        release = await credentialSet.slots.acquire();
+      } catch (err) {
+        return { kind: 'failed', error: err as Error, headersSent: false };
+      }
       outcome.attempts += 1;
       const started = performance.now();
       return relay({
@@ -151,7 +159,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
           outcome.upstreamStatus = status;
           outcome.upstreamMs = Math.round((performance.now() - started) * 100) / 100;
         },
-      });
+      }).finally(release);
     };
 
     const sentAt = performance.now();
@@ -169,7 +177,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     }
     if (result.kind === 'failed') {
       if (client.gone) return;
-      const failure = upstreamFailure(result.error);
+      const failure = result.error instanceof ProxyError ? result.error : upstreamFailure(result.error);
       request.log.warn({ upstreamError: failure.message }, 'upstream request failed');
       // Part of the answer is out: all the client can be told is that the rest will not come.
       if (result.headersSent) reply.raw.destroy();

@@ -35,7 +35,15 @@ export class ClientLink {
   gone = false;
   private current?: RelayHandler;
 
-  constructor(readonly res: ServerResponse) {
+  /**
+   * `readTimeoutMs`: how long the client's socket may stay full (the client not reading) before
+   * the connection is cut, which aborts the attempt and frees its upstream connection.
+   */
+  constructor(
+    readonly res: ServerResponse,
+    readonly readTimeoutMs: number,
+    private readonly onReadTimeout: () => void,
+  ) {
     res.once('close', () => {
       if (res.writableFinished) return;
       this.gone = true;
@@ -45,6 +53,27 @@ export class ClientLink {
 
   attach(handler: RelayHandler): void {
     this.current = handler;
+  }
+
+  /** Calls `resume` once the client has drained what it was sent, or cuts it after `readTimeoutMs`. */
+  whenDrained(resume: () => void): void {
+    const { res } = this;
+    const timer = setTimeout(() => {
+      done();
+      this.onReadTimeout();
+      res.destroy();
+    }, this.readTimeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      res.off('drain', drained);
+      res.off('close', done);
+    };
+    const drained = () => {
+      done();
+      resume();
+    };
+    res.once('drain', drained);
+    res.once('close', done);
   }
 }
 
@@ -101,7 +130,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     const { res } = this.options.client;
     if (!res.write(chunk)) {
       controller.pause();
-      res.once('drain', () => controller.resume());
+      this.options.client.whenDrained(() => controller.resume());
     }
   }
 

@@ -102,6 +102,8 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     noServer: true,
     clientTracking: false,
     perMessageDeflate: false,
+    // ws counts the fragments of an unfinished message too, so this bounds what one client can pin.
+    maxPayload: config.wsMaxMessageBytes,
     handleProtocols: (_offered, req) => picked.get(req) || false,
   });
 
@@ -217,6 +219,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
         headers: req.headers,
         tokenWaitMs: config.tokenWaitMs,
         timeoutMs: handshakeTimeoutMs,
+        maxPayload: config.wsMaxUpstreamMessageBytes,
         abandoned: () => gone,
         onAttempt: (ws) => (current = ws),
       });

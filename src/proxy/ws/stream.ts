@@ -7,7 +7,7 @@ import { WebSocket, type RawData } from 'ws';
 export type Side = 'client' | 'upstream';
 
 /** Why the proxy itself ended a stream (absent when a peer closed it). */
-export type Cause = 'slow_client' | 'slow_upstream' | 'client_ping_timeout' | 'upstream_ping_timeout' | 'shutdown';
+export type Cause = 'slow_client' | 'slow_upstream' | 'client_ping_timeout' | 'upstream_ping_timeout' | 'client_message_too_large' | 'upstream_message_too_large' | 'shutdown';
 
 /** A stream's life: both sides open; one has gone or the proxy ended it, the other is being closed; both gone. */
 const enum State {
@@ -118,6 +118,7 @@ function onSeen(this: WebSocket): void {
 
 function onError(this: WebSocket, err: Error): void {
   const ws = this as PairedSocket;
+  if ((err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') ws[kStream].tooLarge(ws[kSide]);
   ws[kStream].hooks.error(ws[kSide], err);
 }
 
@@ -218,6 +219,17 @@ export class Stream {
     this.startClosing({ closedBy: 'proxy', cause, code: clientCode, reason: clientReason });
     closeSide(this.client, clientCode, clientReason);
     closeSide(this.upstream, upstreamCode, upstreamReason);
+  }
+
+  /**
+   * A side sent a message over its bound (maxPayload): ws has already closed that side with 1009.
+   * A client over WS_MAX_MESSAGE_BYTES: the upstream is closed with 1001, as when a client goes.
+   * The upstream over WS_MAX_UPSTREAM_MESSAGE_BYTES: the client is closed with 1009 too, since it
+   * cannot be given the message.
+   */
+  tooLarge(side: Side): void {
+    if (side === 'client') this.end('client_message_too_large', 1009, 'message too large', 1001, 'client went away');
+    else this.end('upstream_message_too_large', 1009, 'upstream message too large', 1009, 'message too large');
   }
 
   /** Cuts both sides now (shutdown deadline). */

@@ -24,8 +24,8 @@ interface Attempt {
 }
 
 /** Opens the upstream WebSocket; the outcome never rejects and always settles within timeoutMs. */
-function attempt(url: string, protocols: string[], headers: Record<string, string | string[]>, timeoutMs: number): Attempt {
-  const ws = new WebSocket(url, protocols, { headers, perMessageDeflate: false, followRedirects: false });
+function attempt(url: string, protocols: string[], headers: Record<string, string | string[]>, timeoutMs: number, maxPayload: number): Attempt {
+  const ws = new WebSocket(url, protocols, { headers, perMessageDeflate: false, followRedirects: false, maxPayload });
   const outcome = new Promise<Outcome>((resolve) => {
     const timer = setTimeout(() => {
       resolve({ kind: 'timeout' });
@@ -96,6 +96,8 @@ export interface UpstreamRequest {
   headers: IncomingMessage['headers'];
   tokenWaitMs: number;
   timeoutMs: number;
+  /** Largest message taken from the upstream (WS_MAX_UPSTREAM_MESSAGE_BYTES). */
+  maxPayload: number;
   /** True once the client has gone or the proxy is shutting down: nothing more is attempted. */
   abandoned(): boolean;
   /** The attempt under way, so that it can be terminated when the handshake is abandoned. */
@@ -127,7 +129,7 @@ export async function openUpstream(r: UpstreamRequest): Promise<UpstreamResult> 
   // The URL holds the token: it is never logged, nor is any error message that could quote it.
   const connect = (bearer: string) => {
     const url = `${wsOrigin(origin)}${r.path}${rest ? `${rest}&` : '?'}token=${encodeURIComponent(bearer)}`;
-    const a = attempt(url, r.protocols, { authorization: `Bearer ${bearer}`, ...headers }, r.timeoutMs);
+    const a = attempt(url, r.protocols, { authorization: `Bearer ${bearer}`, ...headers }, r.timeoutMs, r.maxPayload);
     current = a.ws;
     r.onAttempt(a.ws);
     return a.outcome.then((outcome) => {
