@@ -39,6 +39,7 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'CORS_ORIGINS', type: 'string', help: 'browser origins allowed, comma-separated, or * for any; unset: http(s)://localhost, 127.0.0.1 and [::1] on any port' },
   { name: 'HOST', type: 'string', default: '127.0.0.1', help: 'listen address' },
   { name: 'PORT', type: 'integer', default: 8080, minimum: 0, maximum: 65535, help: 'listen port (0 picks a free one)' },
+  { name: 'ALLOWED_HOSTS', type: 'string', help: 'Host header names answered besides localhost, 127.0.0.1 and [::1] (any port), comma-separated, or * for any; unset on a non-loopback HOST: any' },
   { name: 'LOG_LEVEL', type: 'string', default: 'info', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'pino log level' },
   { name: 'BODY_LIMIT', type: 'integer', default: 1048576, minimum: 1, help: 'largest request body in bytes; larger gets 413' },
   { name: 'UPSTREAM_TIMEOUT_MS', type: 'integer', default: 60000, minimum: 1, help: 'wait for upstream response headers, and at most this long between body chunks; then 504' },
@@ -70,6 +71,8 @@ export interface Config {
   wsMaxStreamsPerKey: number;
   /** Allowed browser origins: exact origins, `*` for any, or the loopback rule when unset. */
   corsOrigins: string[] | 'loopback';
+  /** Host header names answered (lower case, no port) besides the loopback names, or `*` for any. */
+  allowedHosts: string[] | '*';
   paths: string[];
   host: string;
   port: number;

@@ -80,7 +80,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
 
   // Before the body is read and before anything goes upstream.
   app.addHook('onRequest', async (request, reply) => {
-    const caller = resolveCaller(request.headers);
+    const caller = resolveCaller(request.raw);
     if (caller instanceof ProxyError) return sendError(reply, caller);
     request.caller = caller;
   });
