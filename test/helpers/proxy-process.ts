@@ -132,8 +132,9 @@ export async function spawnProxy(env: Record<string, string>, options: SpawnOpti
 
   let url = '';
   if (!options.noWait) {
-    // A proxy that did not come up is not handed to the test, so nothing else would stop it.
-    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 10000).catch((err: unknown) => {
+    // A proxy that did not come up is not handed to the test, so nothing else would stop it. The
+    // deadline is generous: on a loaded machine (several suites at once) start-up took over 15 s.
+    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 30000).catch((err: unknown) => {
       child.kill('SIGKILL');
       throw err;
     });
