@@ -1,8 +1,9 @@
 // A credential set at run time: its token holder, its keep-alive upstream pool and its readiness.
 // Each set has its own, so one team's rejected credentials do not affect another's.
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
-import type { Config } from './config/index.js';
+import type { Config, CredentialSetConfig } from './config/index.js';
 import type { Events } from './events.js';
 import { UpstreamSlots } from './proxy/slots.js';
 import { createTokenProvider, type Readiness, type TokenProvider } from './token/index.js';
@@ -15,6 +16,24 @@ export interface CredentialSet {
   /** Admission to `upstream`: a request takes a slot before it is dispatched. */
   slots: UpstreamSlots;
   origin: URL;
+  /**
+   * The set's configured secret as it is now (the client secret, or the static token), to be
+   * scrubbed from text a third party sends; empty when a secret file cannot be read.
+   */
+  secrets(): string[];
+}
+
+function configuredSecrets(set: CredentialSetConfig): () => string[] {
+  const c = set.credentials;
+  const source = c.mode === 'client_credentials' ? c.clientSecret : c.token;
+  if ('value' in source) return () => [source.value];
+  return () => {
+    try {
+      return [readFileSync(source.file, 'utf8').trim()];
+    } catch {
+      return [];
+    }
+  };
 }
 
 /** Idle upstream connections are kept this long for the next request. */
@@ -29,6 +48,7 @@ export function createCredentialSets(config: Config, logger: Logger, events?: Ev
     sets.set(set.name, {
       name: set.name,
       origin: set.upstream,
+      secrets: configuredSecrets(set),
       tokens: createTokenProvider(set, config, log, events),
       slots: new UpstreamSlots(config.upstreamConnections, config.upstreamTimeoutMs),
       upstream: new Pool(set.upstream.origin, {

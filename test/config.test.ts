@@ -136,6 +136,15 @@ t.test('gateway: key mistakes name the entry, never the key', async (t) => {
   t.same(load({ BITQUERY_TOKEN: 't', CORS_ORIGINS: 'http://localhost:3000, https://app.example.com' }).corsOrigins, ['http://localhost:3000', 'https://app.example.com']);
 });
 
+t.test('ALLOWED_HOSTS: names without a port, or *; unset means any Host only on a non-loopback HOST', async (t) => {
+  t.same(load({ BITQUERY_TOKEN: 't' }).allowedHosts, []);
+  t.same(load({ BITQUERY_TOKEN: 't', ALLOWED_HOSTS: 'Bitquery-Proxy, proxy.example.com,[fd00::1]' }).allowedHosts, ['bitquery-proxy', 'proxy.example.com', '[fd00::1]']);
+  t.equal(load({ BITQUERY_TOKEN: 't', ALLOWED_HOSTS: 'a,*' }).allowedHosts, '*');
+  t.equal(load({ BITQUERY_TOKEN: 't', HOST: '0.0.0.0', PROXY_ALLOW_UNAUTHENTICATED: 'true' }).allowedHosts, '*');
+  t.same(load({ BITQUERY_TOKEN: 't', HOST: '0.0.0.0', PROXY_ALLOW_UNAUTHENTICATED: 'true', ALLOWED_HOSTS: 'gw' }).allowedHosts, ['gw']);
+  t.throws(() => load({ BITQUERY_TOKEN: 't', ALLOWED_HOSTS: 'proxy:8080' }), { message: /^ALLOWED_HOSTS entries must be host names without a port.*got "proxy:8080"/ });
+});
+
 function tenantFile(content: unknown): string {
   const path = join(dir, `tenants-${Math.random().toString(36).slice(2)}.json`);
   writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));

@@ -141,6 +141,18 @@ function adminPortFrom(value: string): number | 'off' {
   return port;
 }
 
+/** ALLOWED_HOSTS: `*` for any Host; unset on a non-loopback HOST means any too (keys protect a network gateway). */
+function allowedHostsFrom(value: string | undefined, host: string): string[] | '*' {
+  if (value === undefined) return isLoopbackHost(host) ? [] : '*';
+  const names = value.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
+  for (const name of names) {
+    if (name !== '*' && !/^(?:[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\])$/.test(name)) {
+      throw new ConfigError(`ALLOWED_HOSTS entries must be host names without a port, like bitquery-proxy or proxy.example.com, or *; got "${name}"`);
+    }
+  }
+  return names.includes('*') ? '*' : names;
+}
+
 /** Keys, their mapping to credential sets, and the refusal to run open on a network. */
 function inboundAuth(raw: Raw, host: string, parts: CredentialParts): Pick<Config, 'apiKeys' | 'initialKeys' | 'allowUnauthenticated'> {
   const apiKeys: KeySources = { list: raw.PROXY_API_KEYS as string | undefined, file: raw.PROXY_API_KEYS_FILE as string | undefined };
@@ -179,6 +191,7 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     rateLimitPerMinute: n('RATE_LIMIT_PER_MINUTE'),
     wsMaxStreamsPerKey: n('WS_MAX_STREAMS_PER_KEY'),
     corsOrigins: corsFrom(raw.CORS_ORIGINS as string | undefined),
+    allowedHosts: allowedHostsFrom(raw.ALLOWED_HOSTS as string | undefined, raw.HOST as string),
     paths: pathsFrom(raw.PROXY_PATHS as string),
     host: raw.HOST as string,
     port: n('PORT'),

@@ -39,6 +39,7 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'CORS_ORIGINS', type: 'string', help: 'browser origins allowed, comma-separated, or * for any; unset: http(s)://localhost, 127.0.0.1 and [::1] on any port' },
   { name: 'HOST', type: 'string', default: '127.0.0.1', help: 'listen address' },
   { name: 'PORT', type: 'integer', default: 8080, minimum: 0, maximum: 65535, help: 'listen port (0 picks a free one)' },
+  { name: 'ALLOWED_HOSTS', type: 'string', help: 'Host header names answered besides localhost, 127.0.0.1 and [::1] (any port), comma-separated, or * for any; unset on a non-loopback HOST: any' },
   { name: 'LOG_LEVEL', type: 'string', default: 'info', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'pino log level' },
   { name: 'LOG_FORMAT', type: 'string', enum: ['pretty', 'json'], help: 'log lines for people (pretty) or machines (json); unset: pretty when stdout is a terminal, else json' },
   { name: 'ADMIN_HOST', type: 'string', default: '127.0.0.1', help: 'admin listener address (metrics, probes, status page)' },
@@ -79,6 +80,8 @@ export interface Config {
   wsMaxStreamsPerKey: number;
   /** Allowed browser origins: exact origins, `*` for any, or the loopback rule when unset. */
   corsOrigins: string[] | 'loopback';
+  /** Host header names answered (lower case, no port) besides the loopback names, or `*` for any. */
+  allowedHosts: string[] | '*';
   paths: string[];
   host: string;
   port: number;

@@ -89,7 +89,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
 
   // Before the body is read and before anything goes upstream. Synchronous unless a limit applies.
   app.addHook('onRequest', (request, reply, done) => {
-    const caller = resolveCaller(request.headers);
+    const caller = resolveCaller(request.raw);
     if (caller instanceof ProxyError) return void sendError(reply, caller);
     request.caller = caller;
     const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;

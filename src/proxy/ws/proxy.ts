@@ -253,7 +253,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     if (!accepting) return new ProxyError('shutting_down');
     const protocols = validHandshake(req);
     if (protocols instanceof ProxyError) return protocols;
-    const caller = resolveCaller(req.headers);
+    const caller = resolveCaller(req);
     if (caller instanceof ProxyError) return caller;
     const tooMany = headerLimit(req.rawHeaders);
     if (tooMany) return tooMany;

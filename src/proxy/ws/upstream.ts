@@ -3,13 +3,21 @@
 import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import type { Caller } from '../../auth/caller.js';
+import { presentedKey } from '../../auth/keys.js';
 import { ProxyError, upstreamFailure } from '../../errors.js';
+import { clip, scrubSecrets } from '../../scrub.js';
 import { withoutTokenParam } from '../headers.js';
 import { upstreamHandshakeHeaders, wsOrigin } from './handshake.js';
 
-/** At most this much of an upstream refusal's body is read and quoted back in the JSON message. */
-const REFUSAL_BODY_MAX = 512;
-const PRINTABLE = /^[\x20-\x7e]*$/;
+/**
+ * At most this much of an upstream refusal's body is read, and at most REFUSAL_TEXT_MAX characters
+ * of it, scrubbed of secrets first, are quoted back in the JSON message: a secret cut by the read
+ * limit starts beyond what is quoted.
+ */
+const REFUSAL_BODY_MAX = 4096;
+const REFUSAL_TEXT_MAX = 200;
+/** Retry-After as HTTP allows it: seconds or an HTTP date; anything else from the upstream is dropped. */
+const RETRY_AFTER = /^(?:\d{1,10}|[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT)$/;
 
 /** How one upstream handshake attempt ended. */
 type Outcome =
@@ -44,12 +52,11 @@ function attempt(url: string, protocols: string[], headers: Record<string, strin
       const chunks: Buffer[] = [];
       let length = 0;
       const done = () => {
-        const text = Buffer.concat(chunks).toString('utf8').slice(0, REFUSAL_BODY_MAX);
         settle({
           kind: 'status',
           status,
-          body: text.replace(/[^\x20-\x7e]+/g, ' ').trim(),
-          ...(typeof retryAfter === 'string' && PRINTABLE.test(retryAfter) && { retryAfter }),
+          body: Buffer.concat(chunks).toString('utf8').slice(0, REFUSAL_BODY_MAX),
+          ...(typeof retryAfter === 'string' && RETRY_AFTER.test(retryAfter) && { retryAfter }),
         });
         ws.terminate();
       };
@@ -66,15 +73,22 @@ function attempt(url: string, protocols: string[], headers: Record<string, strin
   return { ws, outcome };
 }
 
-/** What a failed attempt is answered with. */
-function refusalOf(outcome: Exclude<Outcome, { kind: 'open' }>): ProxyError {
+/**
+ * What a failed attempt is answered with. Text from the upstream (its body, an error's message)
+ * loses `secrets` (the tokens sent, the client secret, the client's key) before it is quoted: an
+ * upstream or a proxy in between may echo the request URL, which holds `?token=`.
+ */
+function refusalOf(outcome: Exclude<Outcome, { kind: 'open' }>, secrets: readonly string[]): ProxyError {
   switch (outcome.kind) {
     case 'timeout':
       return new ProxyError('upstream_timeout', 'the upstream did not complete the WebSocket handshake in time (UPSTREAM_CONNECT_TIMEOUT_MS + UPSTREAM_TIMEOUT_MS, at most 10 s of the latter)');
-    case 'error':
-      return upstreamFailure(outcome.err);
+    case 'error': {
+      const failure = upstreamFailure(outcome.err);
+      return new ProxyError(failure.code, clip(scrubSecrets(failure.message, secrets), REFUSAL_TEXT_MAX), { cause: outcome.err });
+    }
     case 'status': {
-      const { status, body } = outcome;
+      const { status } = outcome;
+      const body = clip(scrubSecrets(outcome.body, secrets).replace(/[^\x20-\x7e]+/g, ' ').trim(), REFUSAL_TEXT_MAX);
       // A redirect would send the client to the upstream without a token; a 1xx/2xx is no handshake.
       const passed = status >= 400 && status <= 599 ? status : 502;
       const detail = body ? `: ${body}` : '';
@@ -123,6 +137,7 @@ export async function openUpstream(r: UpstreamRequest): Promise<UpstreamResult> 
   }
   if (r.abandoned()) return { abandoned: true };
 
+  const tried = [token];
   const rest = withoutTokenParam(r.query);
   const headers = upstreamHandshakeHeaders(r.headers);
   let current: WebSocket;
@@ -147,6 +162,7 @@ export async function openUpstream(r: UpstreamRequest): Promise<UpstreamResult> 
     const fresh = await tokens.tokenRejected(token, r.tokenWaitMs, sentAt);
     if (fresh !== undefined && !r.abandoned()) {
       attempts += 1;
+      tried.push(fresh);
       outcome = await connect(fresh);
     }
   }
@@ -154,6 +170,6 @@ export async function openUpstream(r: UpstreamRequest): Promise<UpstreamResult> 
     current!.terminate();
     return { abandoned: true };
   }
-  if (outcome.kind !== 'open') return { refusal: refusalOf(outcome) };
+  if (outcome.kind !== 'open') return { refusal: refusalOf(outcome, [...tried, ...r.caller.credentialSet.secrets(), presentedKey(r.headers) ?? '']) };
   return { ws: current!, attempts };
 }

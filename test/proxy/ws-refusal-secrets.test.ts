@@ -1,0 +1,46 @@
+// Issue 9 item 3 (WebSocket part): the upstream URL carries `?token=`, and an upstream (or a proxy in
+// between) that echoes the request in its refusal body would hand the token to the client and to the
+// log. Text taken from the upstream is scrubbed of the tokens sent, the client secret and the
+// client's key; the status and a short reason remain.
+import t from 'tap';
+import { fakeEnv, SECRET, startFake, startProxy } from '../helpers/pair.js';
+import { findLeaks, describeLeaks } from '../helpers/secrets.js';
+import { wsRefusal } from '../helpers/ws-refusal.js';
+
+const KEY = 'alice-key-ws-refusal-3c8e1f0a9b';
+
+t.test("an upstream refusal that echoes the token, the secret and the key: none reaches the client or the log", async (t) => {
+  const fake = await startFake(t);
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${KEY}` }, {}, [SECRET, KEY]);
+  const url = `${proxy.url.replace('http', 'ws')}/graphql`;
+
+  // The fake answers the next handshake with a body quoting what it was sent, as a misbehaving
+  // gateway would: the URL with the token, the Authorization header, the form of a token request.
+  fake.wsRefusals.push({ status: 502, body: '' });
+  const probe = await wsRefusal(url, { headers: { 'x-api-key': KEY } });
+  t.equal(probe.status, 502, 'the scripted refusal is passed on');
+  const token = fake.wsHandshakes.at(-1)!.token!;
+  t.ok(token, 'the handshake carried a token');
+
+  const echo = [
+    `bad gateway for GET /graphql?token=${token}`,
+    `authorization: Bearer ${token}`,
+    `x-api-key: ${KEY}`,
+    `client_secret=${encodeURIComponent(SECRET)}`,
+    `basic ${Buffer.from(`${fake.clientId}:${SECRET}`).toString('base64')}`,
+  ].join('\n');
+  fake.wsRefusals.push({ status: 503, body: echo, headers: { 'retry-after': token } });
+  const refused = await wsRefusal(url, { headers: { 'x-api-key': KEY } });
+  t.equal(refused.status, 503, 'the upstream status is kept');
+  t.equal(refused.body.error, 'upstream_rejected');
+  t.match(refused.body.message, /^the upstream refused the WebSocket handshake with 503: bad gateway for GET \/graphql\?token=\[REDACTED\]/, 'a short reason is kept');
+  t.equal(refused.headers['retry-after'], undefined, 'a Retry-After that is not a delay is dropped');
+  const secrets = [token, SECRET, KEY];
+  const inBody = findLeaks(refused.text, secrets);
+  t.same(inBody, [], inBody.length ? describeLeaks(inBody) : 'no secret in the body');
+
+  await proxy.waitForLog((l) => l.msg.startsWith('stream refused') && l.status === 503);
+  await proxy.stop();
+  const inLog = findLeaks(proxy.output(), secrets);
+  t.same(inLog, [], inLog.length ? describeLeaks(inLog) : 'no secret in the log');
+});
