@@ -16,7 +16,7 @@ t.test('npm run demo prints a curl command that works', async (t) => {
   const exited = new Promise<number | null>((done) => demo.on('exit', done));
   t.teardown(() => demo.kill('SIGINT'));
 
-  const curl = await waitFor(() => /curl -s (\S+) -H '([^']+)' -d '([^']+)'/.exec(out), 15000, 'the curl line');
+  const curl = await waitFor(() => /curl -s (\S+) -H '([^']+)' -d '([^']+)'/.exec(out), 60_000, 'the curl line');
   const [, url, header, body] = curl as RegExpExecArray;
   const [name, value] = header!.split(': ');
   const res = await request(url!, { method: 'POST', headers: { [name!]: value! }, body });
