@@ -45,7 +45,7 @@ export type Exchange = (sink: AnswerSink) => Promise<void>;
 export type FlightRole = 'MISS' | 'COALESCED' | 'BYPASS';
 
 export interface ClientOutcome {
-  /** The proxy cut this client for being too slow (more than maxBacklogBytes queued). */
+  /** The proxy cut this client for being too slow (more than maxBacklogBytes behind the fastest). */
   cut: boolean;
 }
 
@@ -57,7 +57,6 @@ interface Client {
   /** A 'drain' listener is on its response. */
   waiting: boolean;
   onDrain(): void;
-  done: Promise<ClientOutcome>;
   resolve(outcome: ClientOutcome): void;
 }
 
@@ -105,6 +104,7 @@ export class Flight implements AnswerSink {
   private headers: ResponseHeaders = {};
   private shared: ResponseHeaders = {};
   private startedAt = 0;
+  private headWritten = false;
   private chunks?: Buffer[];
   private held = 0;
   private joinable: boolean;
@@ -118,7 +118,7 @@ export class Flight implements AnswerSink {
   }
 
   get started(): boolean {
-    return this.state !== 'waiting';
+    return this.headWritten;
   }
 
   /** Adds a client; its answer starts with whatever has arrived so far. Resolves once it is written whole, cut, or gone. */
@@ -135,7 +135,6 @@ export class Flight implements AnswerSink {
         client.waiting = false;
         this.drained();
       },
-      done,
       resolve,
     };
     this.clients.add(client);
@@ -175,6 +174,7 @@ export class Flight implements AnswerSink {
     // before anything is sent, and the exchange answers with its error instead.
     for (const client of this.clients) this.start(client);
     this.state = 'streaming';
+    this.headWritten = true;
     this.startedAt = this.options.now();
   }
 
