@@ -90,6 +90,18 @@ export interface FlightOptions {
   now(): number;
 }
 
+/**
+ * The body in one buffer of its own. Not Buffer.concat: a small result would be a slice of Node's
+ * shared 8 KiB pool, and keeping it (in the cache) would keep the whole slab alive, so the cache's
+ * byte bound would count a fraction of what it holds.
+ */
+function ownCopy(chunks: Buffer[], size: number): Buffer {
+  const body = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  for (const chunk of chunks) at += chunk.copy(body, at);
+  return body;
+}
+
 /** Never handed from one client's answer to another's: it belongs to the client that caused it. */
 function withoutSetCookie(headers: ResponseHeaders): ResponseHeaders {
   if (!('set-cookie' in headers)) return headers;
@@ -214,7 +226,7 @@ export class Flight implements AnswerSink {
       client.res.end();
       client.resolve({ cut: false });
     }
-    const body = this.chunks && this.options.onComplete && Buffer.concat(this.chunks, this.held);
+    const body = this.chunks && this.options.onComplete && ownCopy(this.chunks, this.held);
     this.release();
     if (body) this.options.onComplete!(this.status, this.shared, body, this.startedAt);
   }
