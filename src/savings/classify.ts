@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { LRUCache } from 'lru-cache';
-import { canonicalJson, graphqlRequest, identityKey } from '../graphql/identity.js';
+import { canonicalJson, graphqlRequest, identityKey, type GraphqlRequest } from '../graphql/identity.js';
 
 /** The facts of one request on a proxied path, as the HTTP handler has them. */
 export interface RequestFacts {
@@ -184,19 +184,45 @@ function fromBody(text: string): Record<string, unknown> | undefined {
 /** What a GraphQL payload comes to: the digest of its identity (a query), or why it is not shared. */
 type Parsed = { digest: string; rest: string } | { reason: 'not_graphql' | 'mutation' | 'subscription' };
 
+/** Size of a memo entry: its key and value text, two bytes a character, plus overhead. */
+const textSize = (text: string) => text.length * 2 + 128;
+
 /**
  * Parsed payloads by method and text (a POST body, a GET query string): dashboards and retries send
  * byte-identical requests, which then cost one lookup instead of JSON and GraphQL parsing. Pure
- * (text in, result out), so one memo serves every saver in the process; bounded by the texts'
- * size (two bytes a character, plus overhead).
+ * (text in, result out), so one memo serves every saver in the process.
  */
-const parsedTexts = new LRUCache<string, Parsed>({ maxSize: 4 * 1024 * 1024, sizeCalculation: (_value, text) => text.length * 2 + 128 });
+const parsedTexts = new LRUCache<string, Parsed>({ maxSize: 4 * 1024 * 1024, sizeCalculation: (_value, text) => textSize(text) });
+
+/**
+ * Normalized documents by their text and operationName: the same query with other variables
+ * (the usual traffic) skips GraphQL parsing and printing. `false`: not a runnable request.
+ */
+const documents = new LRUCache<string, Omit<GraphqlRequest, 'variables'> | false>({
+  maxSize: 4 * 1024 * 1024,
+  sizeCalculation: (value, key) => textSize(key) + (value ? textSize(value.document) : 0),
+});
+
+function normalized(query: unknown, operationName: unknown): Omit<GraphqlRequest, 'variables'> | false {
+  const key = JSON.stringify([query, operationName ?? null]);
+  let found = documents.get(key);
+  if (found === undefined) {
+    const request = graphqlRequest({ query, operationName });
+    found = request ? { document: request.document, operation: request.operation, ...(request.operationName !== undefined && { operationName: request.operationName }) } : false;
+    documents.set(key, found);
+  }
+  return found;
+}
 
 function parsePayload(payload: Record<string, unknown> | undefined, rest: string): Parsed {
-  const request = payload && graphqlRequest(payload);
-  if (!request) return { reason: 'not_graphql' };
-  if (request.operation !== 'query') return { reason: request.operation };
-  const identity = `${canonicalJson(payload!.extensions ?? null)}\n${identityKey(request)}`;
+  if (!payload) return { reason: 'not_graphql' };
+  const { query, operationName, variables, extensions } = payload;
+  // graphqlRequest's rule for variables, checked here since the memo holds documents only.
+  if (variables !== undefined && variables !== null && (typeof variables !== 'object' || Array.isArray(variables))) return { reason: 'not_graphql' };
+  const op = normalized(query, operationName);
+  if (!op) return { reason: 'not_graphql' };
+  if (op.operation !== 'query') return { reason: op.operation };
+  const identity = `${canonicalJson(extensions ?? null)}\n${identityKey({ ...op, variables: canonicalJson(variables ?? {}) })}`;
   return { digest: createHash('sha256').update(identity).digest('base64url'), rest };
 }
 

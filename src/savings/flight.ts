@@ -45,7 +45,7 @@ export type Exchange = (sink: AnswerSink) => Promise<void>;
 export type FlightRole = 'MISS' | 'COALESCED' | 'BYPASS';
 
 export interface ClientOutcome {
-  /** The proxy cut this client for being too slow (more than maxBacklogBytes queued). */
+  /** The proxy cut this client for being too slow (more than maxBacklogBytes behind the fastest). */
   cut: boolean;
 }
 
@@ -57,7 +57,6 @@ interface Client {
   /** A 'drain' listener is on its response. */
   waiting: boolean;
   onDrain(): void;
-  done: Promise<ClientOutcome>;
   resolve(outcome: ClientOutcome): void;
 }
 
@@ -91,6 +90,18 @@ export interface FlightOptions {
   now(): number;
 }
 
+/**
+ * The body in one buffer of its own. Not Buffer.concat: a small result would be a slice of Node's
+ * shared 8 KiB pool, and keeping it (in the cache) would keep the whole slab alive, so the cache's
+ * byte bound would count a fraction of what it holds.
+ */
+function ownCopy(chunks: Buffer[], size: number): Buffer {
+  const body = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  for (const chunk of chunks) at += chunk.copy(body, at);
+  return body;
+}
+
 /** Never handed from one client's answer to another's: it belongs to the client that caused it. */
 function withoutSetCookie(headers: ResponseHeaders): ResponseHeaders {
   if (!('set-cookie' in headers)) return headers;
@@ -105,6 +116,7 @@ export class Flight implements AnswerSink {
   private headers: ResponseHeaders = {};
   private shared: ResponseHeaders = {};
   private startedAt = 0;
+  private headWritten = false;
   private chunks?: Buffer[];
   private held = 0;
   private joinable: boolean;
@@ -118,7 +130,7 @@ export class Flight implements AnswerSink {
   }
 
   get started(): boolean {
-    return this.state !== 'waiting';
+    return this.headWritten;
   }
 
   /** Adds a client; its answer starts with whatever has arrived so far. Resolves once it is written whole, cut, or gone. */
@@ -135,7 +147,6 @@ export class Flight implements AnswerSink {
         client.waiting = false;
         this.drained();
       },
-      done,
       resolve,
     };
     this.clients.add(client);
@@ -175,6 +186,7 @@ export class Flight implements AnswerSink {
     // before anything is sent, and the exchange answers with its error instead.
     for (const client of this.clients) this.start(client);
     this.state = 'streaming';
+    this.headWritten = true;
     this.startedAt = this.options.now();
   }
 
@@ -214,7 +226,7 @@ export class Flight implements AnswerSink {
       client.res.end();
       client.resolve({ cut: false });
     }
-    const body = this.chunks && this.options.onComplete && Buffer.concat(this.chunks, this.held);
+    const body = this.chunks && this.options.onComplete && ownCopy(this.chunks, this.held);
     this.release();
     if (body) this.options.onComplete!(this.status, this.shared, body, this.startedAt);
   }

@@ -28,13 +28,15 @@ interface Clock {
 /** The in-memory store, counting what is set in it (so a test can wait for a fill). */
 class CountingStore extends MemoryStore {
   sets = 0;
+  last?: CachedAnswer;
   override set(key: string, answer: CachedAnswer, ttlMs: number): void {
     this.sets += 1;
+    this.last = answer;
     super.set(key, answer, ttlMs);
   }
 }
 
-const stores = new WeakMap<Rig, { sets: number }>();
+const stores = new WeakMap<Rig, { sets: number; last?: CachedAnswer }>();
 
 async function cachingRig(t: Test, options: Partial<SaverOptions> & { maxBytes?: number } = {}): Promise<{ rig: Rig; clock: Clock }> {
   const clock = { now: 1_700_000_000_000 };
@@ -73,6 +75,8 @@ t.test('a repeat within the TTL is a HIT with Age; after the TTL it goes upstrea
   t.equal(hit.headers['content-type'], 'application/json');
   t.equal(hit.headers['content-length'], String(miss.raw.length));
   t.equal(hit.headers['set-cookie'], undefined, 'a cookie is never kept');
+  const kept = stores.get(rig)!.last!.body;
+  t.equal(kept.buffer.byteLength, kept.length, "the kept body owns its memory (no slice of Node's shared pool, which would hold 8 KiB)");
   t.equal(rig.upstream.length, 1);
   clock.now += TTL;
   t.equal((await send(rig)).headers['x-cache'], 'MISS', 'expired');

@@ -83,6 +83,13 @@ t.test('what is never shared', async (t) => {
   t.equal(reasonOf(post({ query: 'query A { a } mutation B { b }', operationName: 'B' })), 'mutation', 'the operation that would run decides');
   t.equal(reasonOf(post({ query: 'query A { a } mutation B { b }', operationName: 'A' })), 'shared');
   t.equal(reasonOf(post([{ query: QUERY }])), 'not_graphql', 'a batch');
+  t.equal(reasonOf(post({ query: QUERY, variables: [1] })), 'not_graphql', 'variables that are a list');
+  t.equal(reasonOf(post({ query: QUERY, variables: 'a' })), 'not_graphql', 'variables that are text');
+  t.equal(reasonOf(post({ query: QUERY, variables: null })), 'shared');
+  t.equal(reasonOf(post({ query: QUERY, operationName: 5 })), 'not_graphql', 'an operationName that is not text');
+  const two = 'query A { a } query B { b }';
+  t.not(keyOf(post({ query: two, operationName: 'A' })), keyOf(post({ query: two, operationName: 'B' })), 'one document, two operations: two keys');
+  t.equal(reasonOf(post({ query: two })), 'not_graphql', 'two operations and no operationName');
   t.equal(reasonOf(post('{"query":')), 'not_graphql', 'not JSON');
   t.equal(reasonOf(post('null')), 'not_graphql');
   t.equal(reasonOf(post({ query: '{ a ' })), 'not_graphql', 'a syntax error');

@@ -4,6 +4,7 @@ import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { Agent, request } from 'undici';
 import { createPointsSaver, PointsSaver, settingsProblem } from '../../src/savings/saver.js';
+import type { AnswerSink } from '../../src/savings/flight.js';
 import { startRig, defaultAnswer, type Rig, type UpstreamRequest } from '../helpers/saver-rig.js';
 import { waitFor } from '../helpers/proxy-process.js';
 
@@ -307,6 +308,28 @@ t.test('an exchange that throws, or returns without finishing, cuts its clients 
   await b.closed;
   t.match(b.text(), /^HTTP\/1.1 200/);
   t.equal(rig.errors.length, 1, 'returning early is no error of its own');
+});
+
+t.test('the sink says when every client has gone, and that nothing was started', async (t) => {
+  const rig = await startRig(t);
+  let sink: AnswerSink | undefined;
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let aborted = 0;
+  rig.exchangeOverride = async (s) => {
+    sink = s;
+    s.onGone(() => (aborted += 1));
+    await released;
+  };
+  const client = rawClient(rig.url);
+  await waitFor(() => sink);
+  t.same([sink!.gone, sink!.started], [false, false]);
+  client.socket.destroy();
+  await waitFor(() => sink!.gone, 5000, 'the sink to see every client gone');
+  t.same([sink!.started, aborted], [false, 1], 'nothing started; the gone listener ran once');
+  sink!.head(200, {});
+  t.equal(sink!.started, false, 'a head after every client has gone goes nowhere');
+  release();
 });
 
 t.test('COALESCE=false: identical queries each go upstream, marked BYPASS', async (t) => {
