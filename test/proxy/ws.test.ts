@@ -547,11 +547,12 @@ t.test('token endpoint failing, then upstream unreachable or silent', async (t) 
     { TOKEN_WAIT_MS: '300', BITQUERY_UPSTREAM: `http://127.0.0.1:${port}`, UPSTREAM_CONNECT_TIMEOUT_MS: '200', UPSTREAM_TIMEOUT_MS: '300' },
   );
 
-  await t.test('no valid token: 503 JSON after TOKEN_WAIT_MS, never hanging', async (t) => {
+  await t.test('no valid token: 503 JSON within TOKEN_WAIT_MS, never hanging', async (t) => {
     const r = await refusal(wsUrl(proxy));
     t.equal(r.status, 503);
     t.equal(r.body.error, 'token_unavailable');
-    t.ok(r.ms >= 250 && r.ms < 3000, `answered after the bounded wait (${r.ms} ms)`);
+    // At once when the next retry is due after the deadline, else once the wait is over.
+    t.ok(r.ms < 3000, `answered within the bounded wait (${r.ms} ms)`);
   });
 
   fake.tokenFailures.length = 0;
