@@ -122,7 +122,11 @@ export async function spawnProxy(env: Record<string, string>, options: SpawnOpti
 
   let url = '';
   if (!options.noWait) {
-    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 10000);
+    // A proxy that did not come up in time is no one's to stop later: it goes now, not left running.
+    const line = await waitForLog((l) => typeof l.url === 'string' && l.msg.startsWith('listening'), 10000).catch((err: Error) => {
+      child.kill('SIGKILL');
+      throw err;
+    });
     url = line.url as string;
   }
   return {
