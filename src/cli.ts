@@ -37,20 +37,20 @@ function help(): string {
     return `  ${s.name.padEnd(28)} ${flag.padEnd(30)} ${s.help}${def}`;
   });
   return [
-    'Usage: bitquery-proxy [start|token|check] [--setting value ...] [--env-file path]',
+    'Usage: bitquery-proxy [start|token|check] [--setting value ...] [--dotenv path]',
     '',
     '  start   run the proxy daemon (the default)',
     '  token   fetch a token with the configured credentials and print only the token',
     '  check   validate the configuration, fetch a token, send one tiny query upstream, report',
     '',
     'Settings, from highest precedence: flags, then the environment, then the env file',
-    '(--env-file, default .env in the working directory), then the defaults.',
+    '(--dotenv, default .env in the working directory), then the defaults.',
     'Secrets are taken from the environment or from files, never from flags.',
     '',
     `  ${'VARIABLE'.padEnd(28)} ${'FLAG'.padEnd(30)} MEANING`,
     ...rows,
     '',
-    '  --env-file <path>   the env file to read',
+    '  --dotenv <path>     the env file to read (not --env-file: Node.js reads that one itself, and exits 9 without a word from bitquery-proxy when it is missing)',
     '  -h, --help          this text',
     '  -v, --version       the version',
     '',
@@ -62,7 +62,7 @@ function help(): string {
 interface Invocation {
   command: Command;
   env: Record<string, string | undefined>;
-  envFile?: string;
+  dotenv?: string;
   help: boolean;
   version: boolean;
 }
@@ -71,9 +71,12 @@ function parse(argv: string[]): Invocation {
   const options: ParseArgsConfig['options'] = {
     help: { type: 'boolean', short: 'h' },
     version: { type: 'boolean', short: 'v' },
-    'env-file': { type: 'string' },
+    dotenv: { type: 'string' },
   };
   for (const s of FLAG_SETTINGS) options[flagOf(s.name)] = { type: 'string' };
+  if (argv.some((a) => a === '--env-file' || a.startsWith('--env-file='))) {
+    throw new ConfigError('--env-file is an option of Node.js, which reads the file before bitquery-proxy starts (and exits 9 when it is missing): name the env file with --dotenv <path>');
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
@@ -94,7 +97,7 @@ function parse(argv: string[]): Invocation {
   return {
     command: (positionals[0] as Command | undefined) ?? 'start',
     env: { ...process.env, ...flags },
-    envFile: values['env-file'] as string | undefined,
+    dotenv: values.dotenv as string | undefined,
     help: Boolean(values.help),
     version: Boolean(values.version),
   };
@@ -102,7 +105,17 @@ function parse(argv: string[]): Invocation {
 
 async function startCommand(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel, logDestination(logFormat(config.logFormat, process.stdout.isTTY)));
-  const daemon = await startDaemon(config, logger);
+  for (const warning of config.warnings) logger.warn(warning);
+  let daemon: Awaited<ReturnType<typeof startDaemon>>;
+  try {
+    daemon = await startDaemon(config, logger);
+  } catch (err) {
+    const failure = err as NodeJS.ErrnoException & { port?: number; address?: string };
+    if (failure.code !== 'EADDRINUSE') throw err;
+    const setting = failure.port === config.port ? 'PORT=<port> or --port <port>' : 'ADMIN_PORT=<port>';
+    process.stderr.write(`bitquery-proxy: port ${failure.port} on ${failure.address} is in use: pick another with ${setting} (0 picks a free one)\n`);
+    process.exit(EXIT_CONFIG);
+  }
   let signals = 0;
   const stop = (signal: NodeJS.Signals) => {
     signals += 1;
@@ -130,13 +143,14 @@ async function main(argv: string[]): Promise<void> {
     invocation = parse(argv);
     if (invocation.help) return void process.stdout.write(help());
     if (invocation.version) return void process.stdout.write(`${version()}\n`);
-    config = loadConfig(invocation.env, { dotenvPath: invocation.envFile });
+    config = loadConfig(invocation.env, { dotenvPath: invocation.dotenv, requireDotenv: invocation.dotenv !== undefined });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`bitquery-proxy: ${err.message}\n`);
     process.exit(EXIT_CONFIG);
   }
 
+  if (invocation.command !== 'start') for (const warning of config.warnings) process.stderr.write(`bitquery-proxy: warning: ${warning}\n`);
   try {
     switch (invocation.command) {
       case 'start':

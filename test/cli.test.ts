@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { SETTINGS } from '../src/config/index.js';
 import { fakeEnv, SECRET, startFake } from './helpers/pair.js';
 import { closedPort } from './helpers/ports.js';
-import { baseEnv, CLI } from './helpers/proxy-process.js';
+import { baseEnv, CLI, spawnProxy } from './helpers/proxy-process.js';
 
 /** Runs the binary to completion in `cwd` (a fresh folder by default); output split by stream. */
 async function run(args: string[], env: Record<string, string>, cwd = mkdtempSync(join(tmpdir(), 'bqp-cli-'))) {
@@ -63,7 +63,39 @@ t.test('precedence: flags > environment > env file > defaults', async (t) => {
   t.equal(await upstreamOf(['--bitquery-upstream', `http://127.0.0.1:${c}`], { BITQUERY_UPSTREAM: `http://127.0.0.1:${b}` }), `http://127.0.0.1:${c}`, 'flag over environment');
   const other = join(cwd, 'other.env');
   writeFileSync(other, `BITQUERY_TOKEN=x\nBITQUERY_UPSTREAM=http://127.0.0.1:${c}\n`);
-  t.equal(await upstreamOf(['--env-file', other], {}), `http://127.0.0.1:${c}`, '--env-file picks the file');
+  t.equal(await upstreamOf(['--dotenv', other], {}), `http://127.0.0.1:${c}`, '--dotenv picks the file');
+});
+
+t.test('--env-file is refused with what to use instead; a --dotenv file that is missing exits 2', async (t) => {
+  const cwd = mkdtempSync(join(tmpdir(), 'bqp-cli-'));
+  const file = join(cwd, 'settings.env');
+  writeFileSync(file, 'BITQUERY_TOKEN=x\n');
+  // Node itself reads --env-file, even after the script's name; with a file that exists it runs the CLI.
+  for (const args of [['--env-file', file], [`--env-file=${file}`]]) {
+    const r = await run(args, {}, cwd);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.stderr, /^bitquery-proxy: --env-file is an option of Node\.js.*--dotenv <path>\n$/);
+  }
+  const missing = await run(['--dotenv', join(cwd, 'missing.env')], { BITQUERY_TOKEN: 'x' }, cwd);
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, /^bitquery-proxy: --dotenv .*missing\.env: no such file\n$/);
+  const help = await run(['--help'], {});
+  t.match(help.stdout, /--dotenv <path> .*not --env-file/);
+});
+
+t.test('names that look like settings but are none get one warning each, naming the closest setting', async (t) => {
+  const cwd = mkdtempSync(join(tmpdir(), 'bqp-cli-'));
+  writeFileSync(join(cwd, '.env'), 'WS_MAX_STREAM=5\nUNRELATED_NAME=1\n');
+  const proxy = await spawnProxy({ BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', BITQUERY_UPSTREM: 'https://x.example', LOG_FORMAT: 'json' }, { cwd });
+  t.teardown(() => proxy.stop());
+  const warnings = proxy.logs().filter((l) => l.level === 40).map((l) => l.msg);
+  t.same(warnings, [
+    'BITQUERY_UPSTREM (in the environment) is not a setting and is ignored: did you mean BITQUERY_UPSTREAM? (see --help)',
+    'LOG_FORMAT (in the environment) is not a setting and is ignored: did you mean LOG_LEVEL? (see --help)',
+    `WS_MAX_STREAM (in ${join(cwd, '.env')}) is not a setting and is ignored: did you mean WS_MAX_STREAMS? (see --help)`,
+  ]);
+  const check = await run(['check'], { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', TOKEN_WAIT: '1' });
+  t.match(check.stderr, /^bitquery-proxy: warning: TOKEN_WAIT \(in the environment\) is not a setting and is ignored: did you mean TOKEN_WAIT_MS\?/);
 });
 
 t.test('token prints only the access token; failures go to stderr', async (t) => {
@@ -102,12 +134,12 @@ t.test('check reports each step and never prints the secret or the token', async
   for (const r of [broke, down]) for (const token of fake.issuedTokens) t.notMatch(r.output, token);
 });
 
-t.test('a port already in use is a clear error, exit 1', async (t) => {
+t.test('a port already in use says how to pick another, exit 2', async (t) => {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => server.close());
   const { port } = server.address() as { port: number };
   const r = await run([], { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', PORT: String(port), LOG_LEVEL: 'silent' });
-  t.equal(r.code, 1);
-  t.match(r.stderr, /EADDRINUSE/);
+  t.equal(r.code, 2);
+  t.equal(r.stderr, `bitquery-proxy: port ${port} on 127.0.0.1 is in use: pick another with PORT=<port> or --port <port> (0 picks a free one)\n`);
 });

@@ -70,7 +70,7 @@ const mistakes: [string, Record<string, string>, RegExp][] = [
   ['token twice', { BITQUERY_TOKEN: 't', BITQUERY_TOKEN_FILE: '/x' }, /BITQUERY_TOKEN or BITQUERY_TOKEN_FILE, not both/],
   ['bad port', { BITQUERY_TOKEN: 't', PORT: 'eighty' }, /PORT must be integer/],
   ['port out of range', { BITQUERY_TOKEN: 't', PORT: '70000' }, /PORT must be <= 65535/],
-  ['bad level', { BITQUERY_TOKEN: 't', LOG_LEVEL: 'loud' }, /LOG_LEVEL must be equal to one of the allowed values/],
+  ['bad level', { BITQUERY_TOKEN: 't', LOG_LEVEL: 'verbose' }, /LOG_LEVEL must be equal to one of the allowed values: fatal, error, warn, info, debug, trace, silent$/],
   ['bad auth method', { BITQUERY_CLIENT_ID: 'i', BITQUERY_CLIENT_SECRET: 's', BITQUERY_AUTH_METHOD: 'jwt' }, /BITQUERY_AUTH_METHOD/],
   ['plain http upstream', { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://streaming.bitquery.io' }, /BITQUERY_UPSTREAM must use https/],
   ['upstream with a path', { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'https://streaming.bitquery.io/graphql' }, /origin without a path/],
@@ -193,3 +193,14 @@ for (const [name, content, env, message] of tenantMistakes) {
     t.throws(() => load({ PROXY_CONFIG: tenantFile(content), ...env }), { name: 'ConfigError', message });
   });
 }
+
+t.test('unknown setting-like names are warnings, each naming the closest setting; other names are not', async (t) => {
+  const dotenvPath = join(dir, 'typo.env');
+  writeFileSync(dotenvPath, 'REDIS_URLL=redis://x\n');
+  const c = loadConfig({ BITQUERY_TOKEN: 't', UPSTREAM_TIMEOUT: '5', PROXY_PATH: '/x', HOME: '/root', NODE_ENV: 'production' }, { dotenvPath });
+  t.equal(c.warnings.length, 3);
+  t.equal(c.warnings[0], 'UPSTREAM_TIMEOUT (in the environment) is not a setting and is ignored: did you mean UPSTREAM_TIMEOUT_MS? (see --help)');
+  t.equal(c.warnings[1], 'PROXY_PATH (in the environment) is not a setting and is ignored: did you mean PROXY_PATHS? (see --help)');
+  t.match(c.warnings[2], /^REDIS_URLL \(in .*typo\.env\) is not a setting and is ignored: did you mean [A-Z_]+\? \(see --help\)$/);
+  t.same(load({ BITQUERY_TOKEN: 't' }).warnings, []);
+});

@@ -10,6 +10,7 @@ import { parseCredentialSet, type CredentialDefaults, type CredentialField, type
 import { ConfigError } from './errors.js';
 import { loadGatewayFile } from './gateway-file.js';
 import { SETTINGS, type Config } from './settings.js';
+import { unknownSettings } from './unknown.js';
 import { isLoopbackHost, secureUrl } from './urls.js';
 
 export { ConfigError } from './errors.js';
@@ -37,11 +38,15 @@ function known(source: Record<string, string | undefined>): Record<string, strin
   return out;
 }
 
-function readDotenv(path: string): Record<string, string> {
+/** The dotenv file's names; a missing file is an error only when it was named (`--dotenv`). */
+function readDotenv(path: string, named: boolean): Record<string, string> {
   try {
     return parseEnv(readFileSync(path, 'utf8')) as Record<string, string>;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (named) throw new ConfigError(`--dotenv ${path}: no such file`);
+      return {};
+    }
     throw new ConfigError(`cannot read ${path}: ${(err as Error).message}`);
   }
 }
@@ -50,8 +55,11 @@ function validate(data: [Record<string, string>, ...Record<string, string>[]]): 
   try {
     return envSchema<Raw>({ schema, env: false, data });
   } catch (err) {
-    const errors = (err as { errors?: { instancePath: string; message?: string }[] }).errors ?? [];
-    const lines = errors.map((e) => `${e.instancePath.replace(/^\//, '')} ${e.message ?? 'is invalid'}`);
+    const errors = (err as { errors?: { instancePath: string; message?: string; params?: { allowedValues?: unknown } }[] }).errors ?? [];
+    const lines = errors.map((e) => {
+      const allowed = e.params?.allowedValues;
+      return `${e.instancePath.replace(/^\//, '')} ${e.message ?? 'is invalid'}${Array.isArray(allowed) ? `: ${allowed.join(', ')}` : ''}`;
+    });
     throw new ConfigError(`invalid configuration: ${lines.join('; ') || (err as Error).message}`);
   }
 }
@@ -66,8 +74,10 @@ function pathsFrom(value: string): string[] {
 }
 
 export interface LoadOptions {
-  /** Path of the dotenv file; values in `env` win over it. Default `.env` in the working directory. */
+  /** Path of the dotenv file; values in `env` win over it. Default `.env` in the working directory, if any. */
   dotenvPath?: string;
+  /** The file was named by the user (`--dotenv`): a missing one is an error, not "no settings". */
+  requireDotenv?: boolean;
 }
 
 /** The environment variable of each credential field. */
@@ -182,7 +192,9 @@ function inboundAuth(raw: Raw, host: string, parts: CredentialParts): Pick<Confi
 
 /** Builds the configuration, or throws one ConfigError that says what to set. */
 export function loadConfig(env: Record<string, string | undefined>, options: LoadOptions = {}): Config {
-  const raw = validate([known(readDotenv(resolve(options.dotenvPath ?? '.env'))), known(env)]);
+  const dotenvPath = resolve(options.dotenvPath ?? '.env');
+  const dotenv = readDotenv(dotenvPath, options.requireDotenv === true);
+  const raw = validate([known(dotenv), known(env)]);
   const n = (name: string) => raw[name] as number;
   const parts = credentialSets(raw);
   const config: Config = {
@@ -217,6 +229,10 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     wsPingIntervalMs: n('WS_PING_INTERVAL_MS'),
     shutdownTimeoutMs: n('SHUTDOWN_TIMEOUT_MS'),
     clientTimeoutMs: n('CLIENT_TIMEOUT_MS'),
+    warnings: unknownSettings([
+      [env, 'the environment'],
+      [dotenv, dotenvPath],
+    ]),
     wsMaxMessageBytes: n('WS_MAX_MESSAGE_BYTES'),
     wsMaxUpstreamMessageBytes: n('WS_MAX_UPSTREAM_MESSAGE_BYTES'),
   };

@@ -111,4 +111,6 @@ export interface Config {
   clientTimeoutMs: number;
   wsMaxMessageBytes: number;
   wsMaxUpstreamMessageBytes: number;
+  /** One line per name that looks like a setting but is none, for the start-up log. */
+  warnings: string[];
 }

@@ -74,6 +74,19 @@ export interface WsProxy {
 /** Upper bound on waiting for the upstream's handshake response once connected (on top of the connect timeout). */
 const HANDSHAKE_RESPONSE_MAX_MS = 10_000;
 
+/**
+ * What the upstream means by the graphql-ws close codes it sends (graphql-transport-ws): the
+ * token is checked at the handshake only, so none of them is about the token, 4401 included
+ * (its reason text says "Unauthorized").
+ */
+const UPSTREAM_CLOSE_MEANING: Record<number, string> = {
+  4400: 'the client sent a message the upstream could not parse',
+  4401: 'the client subscribed before connection_init (a client bug, not a token problem: the token is checked only at the handshake)',
+  4408: 'the client sent no connection_init in time',
+  4409: 'the client reused the id of a running subscription',
+  4429: 'the client sent connection_init twice',
+};
+
 /** One handshake in progress, abortable at shutdown. */
 interface Pending {
   abort(): void;
@@ -155,6 +168,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
             ...(ending.cause && { cause: ending.cause }),
             code: ending.code,
             ...(ending.reason && { reason: ending.reason }),
+            ...(ending.closedBy === 'upstream' && UPSTREAM_CLOSE_MEANING[ending.code] && { meaning: UPSTREAM_CLOSE_MEANING[ending.code] }),
             ...counts,
           },
           'stream closed',
