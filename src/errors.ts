@@ -13,6 +13,7 @@ export const ERRORS = {
   forbidden: { status: 403, message: 'the request is not allowed' },
   forbidden_origin: { status: 403, message: 'requests from this origin are not allowed (CORS_ORIGINS)' },
   cross_site: { status: 403, message: 'a cross-site browser request without an allowed Origin is not served: call from an origin listed in CORS_ORIGINS' },
+  request_timeout: { status: 408, message: 'the request did not arrive in time' },
   not_found: { status: 404, message: 'nothing here' },
   method_not_allowed: { status: 405, message: 'use GET or POST' },
   misdirected_request: { status: 421, message: 'the Host header is not a name this proxy answers to: add it to ALLOWED_HOSTS' },
@@ -59,8 +60,17 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 
 const bodyOf = (error: ProxyError) => JSON.stringify({ error: error.code, message: error.message });
 
+/** The code of the error each response was answered with, for its access line. */
+const answered = new WeakMap<ServerResponse, ErrorCode>();
+
+/** The error code `res` was answered with by the proxy itself, if it was. */
+export function answeredError(res: ServerResponse): ErrorCode | undefined {
+  return answered.get(res);
+}
+
 /** The error as the answer of a request Fastify still manages. */
 export function sendError(reply: FastifyReply, error: ProxyError): FastifyReply {
+  answered.set(reply.raw, error.code);
   if (error.headers) reply.headers(error.headers);
   return reply.code(error.status).header('content-type', JSON_TYPE).send(bodyOf(error));
 }
@@ -68,6 +78,7 @@ export function sendError(reply: FastifyReply, error: ProxyError): FastifyReply 
 /** The error on a response Fastify no longer manages (a hijacked reply), with `headers` kept. */
 export function writeError(res: ServerResponse, error: ProxyError, headers: OutgoingHttpHeaders = {}): void {
   const body = bodyOf(error);
+  answered.set(res, error.code);
   res
     .writeHead(error.status, { ...headers, ...error.headers, 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) })
     .end(body);

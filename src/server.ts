@@ -7,10 +7,17 @@ import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
 import { accessLogger } from './log.js';
-import { ProxyError, sendError } from './errors.js';
+import { answeredError, ProxyError, refuseSocket, sendError } from './errors.js';
 import { httpProxy } from './proxy/http.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
+
+/** What a request Node's parser rejected is answered with. */
+function clientError(code: string | undefined): ProxyError {
+  if (code === 'HPE_HEADER_OVERFLOW') return new ProxyError('request_header_fields_too_large', 'the request headers are larger than 16 KiB');
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new ProxyError('request_timeout');
+  return new ProxyError('bad_request', 'the request is not valid HTTP');
+}
 
 export interface ServerParts {
   config: Config;
@@ -29,6 +36,14 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     requestTimeout: 0,
+    // Fastify's own handler logs the error with `rawPacket`, the raw bytes of the request (keys
+    // included). This one logs only which error it was, and answers like every other error.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const error = clientError(err.code);
+      logger.debug({ error: error.code, reason: /^[A-Z_]{1,40}$/.test(err.code ?? '') ? err.code : undefined }, 'client error');
+      refuseSocket(socket, error);
+    },
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
@@ -63,8 +78,10 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
   const access = accessLogger(logger);
   app.addHook('onResponse', (request, reply, done) => {
     const outcome = request.proxyOutcome;
-    // Probes arrive every few seconds: their lines would drown the traffic at info.
-    const level = outcome || !PROBES.has(request.url) ? 'info' : 'debug';
+    const error = answeredError(reply.raw);
+    // A 5xx of the proxy's own (upstream unreachable, no token, shutting down) is a warning, as for
+    // WebSocket handshakes; probes arrive every few seconds and would drown the traffic at info.
+    const level = error && reply.statusCode >= 500 ? 'warn' : outcome || !PROBES.has(request.url) ? 'info' : 'debug';
     access[level](
       {
         reqId: request.id,
@@ -72,6 +89,7 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
         ...(request.caller?.keyName && { key: request.caller.keyName }),
         ...(request.caller && credentialSets.size > 1 && { credentials: request.caller.credentialSet.name }),
         status: reply.statusCode,
+        ...(error && { error }),
         ...outcome?.fields(),
         ms: Math.round(reply.elapsedTime * 100) / 100,
       },

@@ -225,6 +225,8 @@ export function createWsProxy({ config, resolveCaller, logger, takeOver }: WsPro
 
   /** Path, shutdown, validity, caller and stream caps: the handshake is refused here or admitted. */
   function admit(req: IncomingMessage, socket: Duplex, head: Buffer, path: string, query: string): Handshake | ProxyError {
+    // A fragment is never sent by a conforming client, and would end up in the upstream URL.
+    if (req.url?.includes('#')) return new ProxyError('bad_request', 'the URL must not hold a fragment (#)');
     if (!paths.has(path)) return new ProxyError('not_found', `nothing at ${path}; proxied paths: ${config.paths.join(', ')}`);
     if (!accepting) return new ProxyError('shutting_down');
     const protocols = validHandshake(req);
