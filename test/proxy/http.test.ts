@@ -62,7 +62,8 @@ t.test('GET keeps the query string but drops a token parameter; /eap is proxied 
 });
 
 t.test('inbound credentials, cookies and hop-by-hop headers are dropped; Host does not pick the target', async (t) => {
-  const { fake, proxy } = await startPair(t);
+  // A Host this proxy answers to (anything else gets 421: test/proxy/site.test.ts), yet not its target.
+  const { fake, proxy } = await startPair(t, { env: { ALLOWED_HOSTS: 'evil.example.com' } });
   // node:http, because undici (rightly) refuses to send hop-by-hop headers at all.
   const res = await rawPost(`${proxy.url}/graphql`, QUERY, {
     'content-type': 'application/json',
