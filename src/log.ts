@@ -2,7 +2,7 @@
 // and the headers that carry credentials are censored wherever a request is logged.
 import pino, { type DestinationStream, type Logger } from 'pino';
 
-const SECRET_PARAM = /^(token|access_token|api[_-]?key|key|secret|client_secret|auth|authorization)$/i;
+const SECRET_PARAM = /^(token|access_token|(x[_-]?)?api[_-]?key|key|secret|client_secret|auth|authorization)$/i;
 
 /** The URL with the values of secret-looking query parameters replaced, for logging only. */
 export function redactUrl(url: string): string {

@@ -8,12 +8,19 @@ import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
 import { accessLogger, redactUrl } from './log.js';
-import { errorCodeOf, ProxyError, sendError, writeError } from './errors.js';
+import { errorCodeOf, ProxyError, refuseSocket, sendError, writeError } from './errors.js';
 import type { Events } from './events.js';
 import { REQUEST_ID_HEADER, requestId } from './observability/request-id.js';
 import { httpProxy } from './proxy/http.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
+
+/** What a request Node's parser rejected is answered with. */
+function clientError(code: string | undefined): ProxyError {
+  if (code === 'HPE_HEADER_OVERFLOW') return new ProxyError('request_header_fields_too_large', 'the request headers are larger than 16 KiB');
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new ProxyError('request_timeout');
+  return new ProxyError('bad_request', 'the request is not valid HTTP');
+}
 
 export interface ServerParts {
   config: Config;
@@ -37,6 +44,14 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     requestTimeout: 0,
     genReqId: (req) => requestId(req.headers[REQUEST_ID_HEADER]),
     connectionTimeout: config.clientTimeoutMs,
+    // Fastify's own handler logs the error with `rawPacket`, the raw bytes of the request (keys
+    // included). This one logs only which error it was, and answers like every other error.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const error = clientError(err.code);
+      logger.debug({ error: error.code, reason: /^[A-Z_]{1,40}$/.test(err.code ?? '') ? err.code : undefined }, 'client error');
+      refuseSocket(socket, error);
+    },
   });
 
   // The id goes back on every answer (hijacked ones take these headers too) and upstream.
@@ -96,8 +111,10 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     const outcome = request.proxyOutcome;
     const fields = outcome?.fields();
     const ms = Math.round(reply.elapsedTime * 100) / 100;
-    // Probes arrive every few seconds: their lines would drown the traffic at info.
-    const level = outcome || !PROBES.has(request.url) ? 'info' : 'debug';
+    const error = errorCodeOf(reply.raw);
+    // A 5xx of the proxy's own (upstream unreachable, no token, shutting down) is a warning, as for
+    // WebSocket handshakes; probes arrive every few seconds and would drown the traffic at info.
+    const level = error && reply.statusCode >= 500 ? 'warn' : outcome || !PROBES.has(request.url) ? 'info' : 'debug';
     access[level](
       {
         reqId: request.id,
@@ -105,6 +122,7 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
         ...(request.caller?.keyName && { key: request.caller.keyName }),
         ...(request.caller && credentialSets.size > 1 && { credentials: request.caller.credentialSet.name }),
         status: reply.statusCode,
+        ...(error && { error }),
         ...fields,
         ms,
       },
@@ -125,7 +143,7 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
         bytesOut: 0,
         ...fields,
         ms,
-        error: errorCodeOf(reply.raw),
+        error,
       });
     }
     done();

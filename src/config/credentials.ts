@@ -46,6 +46,15 @@ export interface CredentialNaming {
   located(name: CredentialField): string;
 }
 
+/**
+ * A secret goes into an HTTP header or form as it is: a line break (or any control character) in
+ * it would fail at the first request, far from the mistake, so it is refused at start-up.
+ */
+export function checkSecretText(value: string, variable: string): string {
+  if (/[\x00-\x1f\x7f]/.test(value)) throw new ConfigError(`${variable} holds a line break or another control character: remove it`);
+  return value;
+}
+
 /** Reads a secret file now, so a wrong path fails at start-up rather than at the first request. */
 export function readSecretFile(file: string, variable: string): string {
   let text: string;
@@ -56,7 +65,7 @@ export function readSecretFile(file: string, variable: string): string {
   }
   const value = text.trim();
   if (!value) throw new ConfigError(`${variable}=${file} is empty: put the secret in it`);
-  return value;
+  return checkSecretText(value, `${variable}=${file}`);
 }
 
 /** What a set must hold, for the messages about a set with both modes or none. */
@@ -86,6 +95,7 @@ export function parseCredentialSet(
 function staticToken({ token, tokenFile }: Partial<Record<CredentialField, string>>, naming: CredentialNaming): StaticToken {
   if (token && tokenFile) throw new ConfigError(`${naming.subject}: set ${naming.field('token')} or ${naming.field('tokenFile')}, not both`);
   if (tokenFile) readSecretFile(tokenFile, naming.located('tokenFile'));
+  if (token) checkSecretText(token, naming.located('token'));
   return { mode: 'static', token: token ? { value: token } : { file: tokenFile! } };
 }
 
@@ -97,6 +107,7 @@ function clientCredentials(fields: Partial<Record<CredentialField, string>>, def
   if (clientSecret && clientSecretFile) throw new ConfigError(`${subject}: set ${f('clientSecret')} or ${f('clientSecretFile')}, not both`);
   if (!clientSecret && !clientSecretFile) throw new ConfigError(`${f('clientSecret')} is missing: ${needs}`);
   if (clientSecretFile) readSecretFile(clientSecretFile, naming.located('clientSecretFile'));
+  if (clientSecret) checkSecretText(clientSecret, naming.located('clientSecret'));
   const authMethod = fields.authMethod ?? defaults.authMethod;
   if (authMethod !== 'post' && authMethod !== 'basic') throw new ConfigError(`${naming.located('authMethod')} must be "post" or "basic"`);
   return {

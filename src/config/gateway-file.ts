@@ -80,7 +80,8 @@ export function loadGatewayFile(path: string, defaults: CredentialDefaults): Gat
   if (!isObject(setsJson)) throw new ConfigError('PROXY_CONFIG credentials must be an object of named credential sets');
   if (!isObject(keysJson)) throw new ConfigError('PROXY_CONFIG keys must be an object mapping key names to settings');
   const credentialSets = Object.entries(setsJson).map(([name, entry]) => credentialSet(name, entry, defaults));
-  const keys: Record<string, KeyPolicy> = {};
+  // Without a prototype, a key named `__proto__` (or `constructor`) is an entry like any other.
+  const keys: Record<string, KeyPolicy> = Object.create(null);
   for (const [name, entry] of Object.entries(keysJson)) {
     const where = `keys.${name}`;
     if (!isObject(entry)) throw new ConfigError(`PROXY_CONFIG ${where} must be an object`);

@@ -8,7 +8,7 @@ import { loadKeys, type KeySources } from '../auth/key-store.js';
 import type { ApiKey } from '../auth/keys.js';
 import { parseCredentialSet, type CredentialDefaults, type CredentialField, type CredentialNaming, type CredentialSetConfig } from './credentials.js';
 import { ConfigError } from './errors.js';
-import { loadGatewayFile } from './gateway-file.js';
+import { loadGatewayFile, type KeyPolicy } from './gateway-file.js';
 import { SETTINGS, type Config } from './settings.js';
 import { unknownSettings } from './unknown.js';
 import { isLoopbackHost, secureUrl } from './urls.js';
@@ -108,7 +108,7 @@ function credentialSets(raw: Raw): CredentialParts {
     if (!fromEnv) {
       throw new ConfigError('no Bitquery credentials: set BITQUERY_CLIENT_ID and BITQUERY_CLIENT_SECRET (or BITQUERY_CLIENT_SECRET_FILE), or set BITQUERY_TOKEN (or BITQUERY_TOKEN_FILE)');
     }
-    return { credentialSets: sets, defaultCredentials: 'default', keyPolicies: {} };
+    return { credentialSets: sets, defaultCredentials: 'default', keyPolicies: Object.create(null) as Record<string, KeyPolicy> };
   }
   const gateway = loadGatewayFile(file, defaults);
   for (const set of gateway.credentialSets) {

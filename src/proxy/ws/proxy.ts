@@ -263,6 +263,8 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
 
   /** Path, shutdown, validity, caller and WS_MAX_STREAMS: refused here, before anything is awaited. */
   function admit(req: IncomingMessage, path: string): { protocols: string[]; caller: Caller } | ProxyError {
+    // A fragment is never sent by a conforming client, and would end up in the upstream URL.
+    if (req.url?.includes('#')) return new ProxyError('bad_request', 'the URL must not hold a fragment (#)');
     if (!paths.has(path)) return new ProxyError('not_found', `nothing at ${path}; proxied paths: ${config.paths.join(', ')}`);
     if (!accepting) return new ProxyError('shutting_down');
     const protocols = validHandshake(req);
