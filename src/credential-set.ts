@@ -3,6 +3,7 @@
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config } from './config/index.js';
+import type { Events } from './events.js';
 import { createTokenProvider, type Readiness, type TokenProvider } from './token/index.js';
 
 export interface CredentialSet {
@@ -17,7 +18,7 @@ export interface CredentialSet {
 const KEEP_ALIVE_MS = 30_000;
 
 /** A token holder and a keep-alive upstream pool for each configured credential set, by name. */
-export function createCredentialSets(config: Config, logger: Logger): Map<string, CredentialSet> {
+export function createCredentialSets(config: Config, logger: Logger, events: Events): Map<string, CredentialSet> {
   const sets = new Map<string, CredentialSet>();
   const several = config.credentialSets.length > 1;
   for (const set of config.credentialSets) {
@@ -25,7 +26,7 @@ export function createCredentialSets(config: Config, logger: Logger): Map<string
     sets.set(set.name, {
       name: set.name,
       origin: set.upstream,
-      tokens: createTokenProvider(set, config, log),
+      tokens: createTokenProvider(set, config, log, events),
       upstream: new Pool(set.upstream.origin, {
         connections: config.upstreamConnections,
         connect: { timeout: config.upstreamConnectTimeoutMs },

@@ -7,11 +7,15 @@ import { MemoryAdmission } from './admission/index.js';
 import { createCallerResolver } from './auth/caller.js';
 import { KeyStore } from './auth/key-store.js';
 import { createCredentialSets } from './credential-set.js';
+import { logEvents } from './event-logs.js';
+import { Events } from './events.js';
 import { createWsProxy } from './proxy/ws/index.js';
 import { buildServer } from './server.js';
 
 export interface Daemon {
   app: FastifyInstance;
+  /** The daemon's events: subscribe to observe requests, tokens, streams and refusals. */
+  events: Events;
   /** The address actually listened on, e.g. http://127.0.0.1:8080. */
   url: string;
   /** Stops accepting, lets in-flight requests finish within SHUTDOWN_TIMEOUT_MS, then cuts the rest. */
@@ -24,12 +28,14 @@ const IDLE_SWEEP_MS = 50;
 const WS_CLOSE_GRACE_MS = 1000;
 
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
-  const credentialSets = createCredentialSets(config, logger);
+  const events = new Events();
+  logEvents(events, logger, { credentialsInLines: config.credentialSets.length > 1 });
+  const credentialSets = createCredentialSets(config, logger, events);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
   const admission = new MemoryAdmission();
-  const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission });
-  const ws = createWsProxy({ config, logger, resolveCaller, admission });
+  const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events });
+  const ws = createWsProxy({ config, logger, resolveCaller, admission, events });
   app.server.on('upgrade', ws.handleUpgrade);
 
   // In-flight HTTP requests, so that shutdown closes the streams only once they have drained.
@@ -98,5 +104,5 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       logger.info('stopped');
     })());
 
-  return { app, url, shutdown };
+  return { app, events, url, shutdown };
 }

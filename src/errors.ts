@@ -7,6 +7,13 @@ import { STATUS_CODES, type OutgoingHttpHeaders, type ServerResponse } from 'nod
 import type { Duplex } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The error the proxy answered this request with, if it did (for the request and refused events). */
+    proxyError: ProxyError | null;
+  }
+}
+
 export const ERRORS = {
   bad_request: { status: 400, message: 'the request is not valid' },
   unauthorized: { status: 401, message: 'an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>' },
@@ -58,6 +65,7 @@ const bodyOf = (error: ProxyError) => JSON.stringify({ error: error.code, messag
 
 /** The error as the answer of a request Fastify still manages. */
 export function sendError(reply: FastifyReply, error: ProxyError): FastifyReply {
+  reply.request.proxyError = error;
   if (error.headers) reply.headers(error.headers);
   return reply.code(error.status).header('content-type', JSON_TYPE).send(bodyOf(error));
 }

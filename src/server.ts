@@ -1,17 +1,17 @@
-// Assembles the Fastify app from its parts: health routes, CORS, the HTTP proxy, error shapes and
-// the access log. No forwarding, token or key logic lives here.
+// Assembles the Fastify app from its parts: health routes, CORS, the HTTP proxy and error shapes,
+// and publishes one request event per request (and a refused event for each error the proxy
+// answered). No forwarding, token or key logic lives here.
 import cors from '@fastify/cors';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Admission } from './admission/index.js';
 import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
-import { accessLogger } from './log.js';
+import type { Events } from './events.js';
+import { redactUrl } from './log.js';
 import { ProxyError, sendError } from './errors.js';
 import { httpProxy } from './proxy/http.js';
-
-const PROBES = new Set(['/healthz', '/readyz']);
 
 export interface ServerParts {
   config: Config;
@@ -19,13 +19,52 @@ export interface ServerParts {
   credentialSets: Map<string, CredentialSet>;
   resolveCaller: ResolveCaller;
   admission: Admission;
+  events: Events;
 }
 
-export async function buildServer({ config, logger, credentialSets, resolveCaller, admission }: ServerParts): Promise<FastifyInstance> {
+/** The request's facts, once its answer is finished (or the client has gone). */
+function publish(events: Events, request: FastifyRequest, reply: FastifyReply): void {
+  const error = request.proxyError;
+  const caller = request.caller;
+  const outcome = request.proxyOutcome;
+  if (error !== null && events.has('refused')) {
+    events.emit('refused', {
+      transport: 'http',
+      status: error.status,
+      error: error.code,
+      message: error.message,
+      path: outcome?.path,
+      key: caller?.keyName,
+      credentials: caller?.credentialSet.name,
+    });
+  }
+  if (!events.has('request')) return;
+  events.emit('request', {
+    requestId: request.id,
+    method: request.method,
+    url: redactUrl(request.url),
+    path: outcome?.path,
+    status: reply.statusCode,
+    key: caller?.keyName,
+    credentials: caller?.credentialSet.name,
+    attempts: outcome?.attempts ?? 0,
+    upstreamStatus: outcome?.upstreamStatus,
+    upstreamMs: outcome?.upstreamMs,
+    ms: Math.round(reply.elapsedTime * 100) / 100,
+    bytesIn: outcome?.bytesIn ?? 0,
+    bytesOut: outcome ? outcome.bytesOut() : 0,
+    operation: outcome?.operation,
+    error: error?.code,
+  });
+}
+
+export async function buildServer({ config, logger, credentialSets, resolveCaller, admission, events }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request: the few lines written for a request carry its reqId themselves.
+    childLoggerFactory: (parent) => parent,
     bodyLimit: config.bodyLimit,
     // Idle keep-alive connections are closed on shutdown; busy ones get Connection: close.
     forceCloseConnections: 'idle',
@@ -58,27 +97,13 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return sendError(reply, new ProxyError('bad_request', err.message, { status: err.statusCode }));
     }
-    request.log.error({ err }, 'unexpected error');
+    request.log.error({ reqId: request.id, err }, 'unexpected error');
     return sendError(reply, new ProxyError('internal_error'));
   });
 
-  const access = accessLogger(logger);
+  app.decorateRequest('proxyError', null);
   app.addHook('onResponse', (request, reply, done) => {
-    const outcome = request.proxyOutcome;
-    // Probes arrive every few seconds: their lines would drown the traffic at info.
-    const level = outcome || !PROBES.has(request.url) ? 'info' : 'debug';
-    access[level](
-      {
-        reqId: request.id,
-        req: request,
-        ...(request.caller?.keyName && { key: request.caller.keyName }),
-        ...(request.caller && credentialSets.size > 1 && { credentials: request.caller.credentialSet.name }),
-        status: reply.statusCode,
-        ...outcome?.fields(),
-        ms: Math.round(reply.elapsedTime * 100) / 100,
-      },
-      'request',
-    );
+    publish(events, request, reply);
     done();
   });
 

@@ -2,7 +2,7 @@
 // failures with capped backoff, and makes sure only one token request is ever in flight.
 import type { Logger } from 'pino';
 import { setLongTimeout, type LongTimer } from './timer.js';
-import { TokenRequestError, TokenUnavailableError, type Readiness, type Token, type TokenProvider } from './types.js';
+import { reportToken, TokenRequestError, TokenUnavailableError, type Readiness, type Token, type TokenProvider, type TokenReport } from './types.js';
 
 export interface TokenFetcher {
   fetch(): Promise<Token>;
@@ -13,6 +13,8 @@ export interface TokenFetcher {
 export interface RefresherOptions {
   source: TokenFetcher;
   logger: Logger;
+  /** Where token events go (none in tests that do not listen). */
+  report?: TokenReport;
   /** Renew when this fraction of the lifetime is left, plus up to half of it again as jitter. */
   refreshMargin: number;
   retryMinMs: number;
@@ -132,6 +134,7 @@ export class TokenRefresher implements TokenProvider {
       const lifetimeMs = token.expiresAt - token.obtainedAt;
       const delay = renewalDelayMs(lifetimeMs, this.options.refreshMargin, this.random);
       logger.info({ expiresInSec: Math.round(lifetimeMs / 1000), renewInSec: Math.round(delay / 1000) }, 'obtained a token');
+      reportToken(this.options.report, 'ok', { expiresAt: token.expiresAt });
       this.schedule(delay);
       return token;
     } catch (err) {
@@ -147,6 +150,7 @@ export class TokenRefresher implements TokenProvider {
       } else {
         logger.warn(log, `token request failed: ${this.lastError}`);
       }
+      reportToken(this.options.report, rejected ? 'rejected' : 'failed', { reason: this.lastError });
       this.backingOff = true;
       this.schedule(delay);
       throw err;

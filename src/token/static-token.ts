@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { StaticToken } from '../config/index.js';
-import type { Readiness, TokenProvider } from './types.js';
+import { reportToken, type Readiness, type TokenProvider, type TokenReport } from './types.js';
 import { watchFile, type FileWatch } from './watch-file.js';
 
 export interface StaticTokenOptions {
@@ -11,6 +11,7 @@ export interface StaticTokenOptions {
   /** The value read from the file at start-up (config validation already read it). */
   initial: string;
   logger: Logger;
+  report?: TokenReport;
 }
 
 export class StaticTokenProvider implements TokenProvider {
@@ -38,6 +39,7 @@ export class StaticTokenProvider implements TokenProvider {
     if (text === this.value) return;
     this.value = text;
     this.options.logger.info('BITQUERY_TOKEN_FILE changed: using the new token');
+    reportToken(this.options.report, 'ok');
   }
 
   /** A missing or empty file keeps the token held: a replacement may be half done. */
@@ -66,6 +68,7 @@ export class StaticTokenProvider implements TokenProvider {
     if (this.value !== rejected) return this.value;
     if (this.rejected !== rejected) {
       logger.error('the upstream rejected the static token (401): generate a new one and update BITQUERY_TOKEN or BITQUERY_TOKEN_FILE');
+      reportToken(this.options.report, 'rejected', { reason: 'the upstream rejected the static token (401)' });
     }
     this.rejected = rejected;
     return undefined;

@@ -14,6 +14,7 @@ import type { Admission, Release } from '../../admission/index.js';
 import type { Caller, ResolveCaller } from '../../auth/caller.js';
 import type { Config } from '../../config/index.js';
 import { ProxyError, refuseSocket } from '../../errors.js';
+import type { Events } from '../../events.js';
 import { redactUrl } from '../../log.js';
 import { validHandshake } from './handshake.js';
 import { closeSide, Stream, type Side } from './stream.js';
@@ -49,6 +50,8 @@ export interface WsProxyOptions {
   admission: Admission;
   /** The daemon's logger; a `component: 'ws'` child is made from it. */
   logger: Logger;
+  /** Where streamOpened, streamClosed, streamMessage and refused (ws) are published. */
+  events: Events;
   takeOver?: TakeOver;
 }
 
@@ -80,7 +83,7 @@ function ignoreSocketError(): void {}
 /** Nothing to free: no per-key cap applies. */
 function noRelease(): void {}
 
-export function createWsProxy({ config, resolveCaller, admission, logger, takeOver }: WsProxyOptions): WsProxy {
+export function createWsProxy({ config, resolveCaller, admission, logger, events, takeOver }: WsProxyOptions): WsProxy {
   const log = logger.child({ component: 'ws' });
   const paths = new Set(config.paths);
   const handshakeTimeoutMs = config.upstreamConnectTimeoutMs + Math.min(config.upstreamTimeoutMs, HANDSHAKE_RESPONSE_MAX_MS);
@@ -109,11 +112,15 @@ export function createWsProxy({ config, resolveCaller, admission, logger, takeOv
     if (streams.size === 0 && pending.size === 0) for (const resolve of allGone.splice(0)) resolve();
   };
 
-  const refused = (socket: Duplex, path: string, error: ProxyError) => {
-    const { status, code } = error;
-    if (status >= 500) log.warn({ path, status, error: code }, `stream refused: ${error.message}`);
-    else log.info({ path, status, error: code }, `stream refused: ${error.message}`);
+  /** Every handshake the proxy answers itself goes through here. */
+  const refused = (socket: Duplex, path: string, error: ProxyError, caller?: Caller) => {
+    if (events.has('refused')) {
+      events.emit('refused', { transport: 'ws', status: error.status, error: error.code, message: error.message, path, key: caller?.keyName, credentials: caller?.credentialSet.name });
+    }
     refuseSocket(socket, error);
+  };
+  const publishMessage = (direction: 'to_client' | 'to_upstream', bytes: number) => {
+    if (events.has('streamMessage')) events.emit('streamMessage', { direction, bytes });
   };
 
   /** A place among the key's streams (WS_MAX_STREAMS_PER_KEY or the key's maxStreams), held until released. */
@@ -125,33 +132,22 @@ export function createWsProxy({ config, resolveCaller, admission, logger, takeOv
 
   /** Wires an accepted client to its upstream. */
   function pairUp(req: IncomingMessage, client: WebSocket, upstream: WebSocket, h: Handshake, attempts: number): void {
-    const info = { id: nextId++, path: h.path, protocol: upstream.protocol, key: h.caller.keyName };
+    const info = { id: nextId++, path: h.path, protocol: upstream.protocol, credentials: h.caller.credentialSet.name, key: h.caller.keyName };
     const stream = new Stream(client, upstream, config.wsMaxBufferedBytes, {
+      message: publishMessage,
       error: (side: Side, err: Error) => log.debug({ stream: info.id, side, err: { message: err.message } }, 'stream error'),
       closed: (s, ending, counts, ms) => {
         streams.delete(s);
         h.release();
         checkGone();
-        log.info(
-          {
-            stream: info.id,
-            path: info.path,
-            protocol: info.protocol,
-            ...(info.key && { key: info.key }),
-            ms,
-            closedBy: ending.closedBy,
-            ...(ending.cause && { cause: ending.cause }),
-            code: ending.code,
-            ...(ending.reason && { reason: ending.reason }),
-            ...counts,
-          },
-          'stream closed',
-        );
+        if (events.has('streamClosed')) {
+          events.emit('streamClosed', { ...info, ms, closedBy: ending.closedBy, cause: ending.cause, code: ending.code, reason: ending.reason || undefined, ...counts });
+        }
       },
     });
     streams.add(stream);
     upstream.resume();
-    log.info({ stream: info.id, path: info.path, url: redactUrl(req.url ?? ''), protocol: info.protocol, ...(info.key && { key: info.key }), attempts }, 'stream opened');
+    if (events.has('streamOpened')) events.emit('streamOpened', { ...info, url: redactUrl(req.url ?? ''), attempts });
   }
 
   /**
@@ -178,7 +174,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, takeOv
     };
     const entry: Pending = {
       abort: () => {
-        if (giveUp()) refused(socket, path, new ProxyError('shutting_down'));
+        if (giveUp()) refused(socket, path, new ProxyError('shutting_down'), caller);
       },
     };
     // The client hung up while waiting (noticed only if its socket errors or is written to).
@@ -191,7 +187,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, takeOv
       if (gone) return;
       if (release === undefined) {
         const cap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
-        return refused(socket, path, new ProxyError('too_many_streams', `the key "${caller.keyName}" has ${cap} streams open (its stream limit): try again later`));
+        return refused(socket, path, new ProxyError('too_many_streams', `the key "${caller.keyName}" has ${cap} streams open (its stream limit): try again later`), caller);
       }
       const handshake: Handshake = { req, socket, head, path, query, protocols, caller, release };
       if (takeOver?.(handshake)) {
@@ -210,7 +206,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, takeOv
         onAttempt: (ws) => (current = ws),
       });
       if ('abandoned' in result) return;
-      if ('refusal' in result) return refused(socket, path, result.refusal);
+      if ('refusal' in result) return refused(socket, path, result.refusal, caller);
       const { ws: upstream, attempts } = result;
 
       // Nothing is read from the upstream until the client is wired, so no message can arrive
@@ -256,7 +252,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, takeOv
     if (admitted instanceof ProxyError) return refused(socket, path, admitted);
     serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), admitted.protocols, admitted.caller).catch((err: Error) => {
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
-      refuseSocket(socket, new ProxyError('internal_error', 'the proxy failed to open the stream'));
+      refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'), admitted.caller);
     });
   };
 
