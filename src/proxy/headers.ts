@@ -1,6 +1,7 @@
 // Which headers cross the proxy. Inbound credentials never reach Bitquery; hop-by-hop headers
 // belong to one connection and are never forwarded in either direction (RFC 9110 7.6.1).
 import type { IncomingHttpHeaders } from 'node:http';
+import { decodeParam, pairName, queryPairs } from '../query-string.js';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -55,14 +56,6 @@ export function clientResponseHeaders(upstream: Headers): Record<string, string 
 
 /** The query string without any `token` parameter (a client-supplied token is never forwarded). */
 export function withoutTokenParam(search: string): string {
-  if (search === '') return '';
-  const kept = search.split('&').filter((pair) => {
-    const key = pair.split('=', 1)[0]!;
-    try {
-      return decodeURIComponent(key.replace(/\+/g, ' ')) !== 'token';
-    } catch {
-      return true;
-    }
-  });
+  const kept = queryPairs(search).filter((pair) => decodeParam(pairName(pair)) !== 'token');
   return kept.length ? `?${kept.join('&')}` : '';
 }

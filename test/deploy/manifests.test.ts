@@ -16,9 +16,7 @@ const K8S_DIR = join(ROOT, 'deploy/kubernetes');
 const COMPOSE = join(ROOT, 'docker-compose.yml');
 const ENV_EXAMPLE = join(ROOT, '.env.example');
 
-/** Inbound API-key settings of a later issue, allowed here before they reach SETTINGS. */
-const LATER = ['PROXY_API_KEYS', 'PROXY_API_KEYS_FILE', 'PROXY_ALLOW_UNAUTHENTICATED'];
-const KNOWN = new Set([...SETTINGS.map((s) => s.name), ...LATER]);
+const KNOWN = new Set(SETTINGS.map((s) => s.name));
 /** Settings whose value is a credential: never written into a manifest as a plain value. */
 const CREDENTIALS = new Set([...SETTINGS.filter((s) => s.secret).map((s) => s.name), 'BITQUERY_CLIENT_ID', 'PROXY_API_KEYS']);
 

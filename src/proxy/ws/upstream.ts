@@ -4,6 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import type { Caller } from '../../auth/caller.js';
 import { ProxyError, upstreamFailure } from '../../errors.js';
+import { CappedChunks } from '../../read-capped.js';
 import { withoutTokenParam } from '../headers.js';
 import { upstreamHandshakeHeaders, wsOrigin } from './handshake.js';
 
@@ -41,10 +42,9 @@ function attempt(url: string, protocols: string[], headers: Record<string, strin
     ws.once('unexpected-response', (_req, res) => {
       const status = res.statusCode ?? 502;
       const retryAfter = res.headers['retry-after'];
-      const chunks: Buffer[] = [];
-      let length = 0;
+      const kept = new CappedChunks(REFUSAL_BODY_MAX);
       const done = () => {
-        const text = Buffer.concat(chunks).toString('utf8').slice(0, REFUSAL_BODY_MAX);
+        const text = kept.concat().toString('utf8');
         settle({
           kind: 'status',
           status,
@@ -54,9 +54,7 @@ function attempt(url: string, protocols: string[], headers: Record<string, strin
         ws.terminate();
       };
       res.on('data', (chunk: Buffer) => {
-        if (length < REFUSAL_BODY_MAX) chunks.push(chunk);
-        length += chunk.length;
-        if (length >= REFUSAL_BODY_MAX) done();
+        if (!kept.push(chunk)) done();
       });
       res.once('end', done);
       res.once('error', done);
