@@ -10,7 +10,7 @@ import type { Admission, RateDecision } from '../admission/index.js';
 import type { Caller, ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
 import { ProxyError, sendError, upstreamFailure, writeError } from '../errors.js';
-import { upstreamRequestHeaders, withoutTokenParam } from './headers.js';
+import { upstreamRequestHeaderList, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
 import { ClientLink, relay } from './relay.js';
 
@@ -122,7 +122,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     }
 
     const target = path + withoutTokenParam(search);
-    const headers = upstreamRequestHeaders(request.headers);
+    const headers = upstreamRequestHeaderList(request.headers);
 
     // From here the answer is written by hand, straight from undici's callbacks.
     reply.hijack();
@@ -136,7 +136,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
         request: {
           path: target,
           method: request.method as Dispatcher.HttpMethod,
-          headers: { ...headers, authorization: `Bearer ${bearer}` },
+          headers: [...headers, 'authorization', `Bearer ${bearer}`] as string[],
           body,
           headersTimeout: config.upstreamTimeoutMs,
           bodyTimeout: config.upstreamTimeoutMs,

@@ -5,7 +5,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { CappedChunks } from '../read-capped.js';
-import { clientResponseHeaders } from './headers.js';
+import { clientResponseHeaderList, clientResponseHeaders } from './headers.js';
 
 export type RelayResult =
   /** The answer went to the client whole. */
@@ -83,7 +83,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
       this.held = { status, headers: clientResponseHeaders(headers), body: new CappedChunks(options.holdLimit) };
       return;
     }
-    options.client.res.writeHead(status, { ...options.baseHeaders, ...clientResponseHeaders(headers) });
+    options.client.res.writeHead(status, clientResponseHeaderList(headers, options.baseHeaders) as string[]);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {

@@ -2,7 +2,7 @@
 // the Connection header lists and in whatever letter case it lists them.
 import t from 'tap';
 import fc from 'fast-check';
-import { clientResponseHeaders, upstreamRequestHeaders, withoutTokenParam } from '../../src/proxy/headers.js';
+import { clientResponseHeaderList, clientResponseHeaders, upstreamRequestHeaderList, upstreamRequestHeaders, withoutTokenParam } from '../../src/proxy/headers.js';
 
 const NEVER_UPSTREAM = ['authorization', 'x-api-key', 'cookie', 'host', 'content-length', 'expect', 'connection', 'keep-alive', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
 
@@ -54,6 +54,16 @@ t.test('response headers: hop-by-hop ones dropped, the rest (set-cookie, retry-a
     absent: undefined,
   });
   t.same(out, { 'set-cookie': ['a=1', 'b=2'], 'retry-after': '30' });
+});
+
+t.test('the flat lists the hot path sends carry the same headers; the upstream’s own win over the proxy’s', async (t) => {
+  const inbound = { 'content-type': 'application/json', cookie: 'c=1', 'x-multi': ['a', 'b'] };
+  t.same(upstreamRequestHeaderList(inbound), ['content-type', 'application/json', 'x-multi', ['a', 'b']]);
+  const list = clientResponseHeaderList(
+    { 'content-type': 'text/plain', 'access-control-allow-origin': 'https://upstream', connection: 'close' },
+    { 'access-control-allow-origin': 'http://localhost:3000', 'x-ratelimit-limit': 3, vary: undefined },
+  );
+  t.same(list, ['content-type', 'text/plain', 'access-control-allow-origin', 'https://upstream', 'x-ratelimit-limit', 3]);
 });
 
 t.test('the token query parameter is dropped, whatever its encoding; the rest kept byte for byte', async (t) => {
