@@ -13,7 +13,7 @@ import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
+import { freePort } from './free-port.js';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -207,18 +207,6 @@ async function forkPeer(file: string, argv: string[]): Promise<{ child: ChildPro
     });
   });
   return { child, url };
-}
-
-/** A port free on loopback right now (for the proxy when it will not announce its own). */
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 /** The proxy, as users run it: `node dist/cli.js`, configured by its environment only. */

@@ -40,7 +40,7 @@ function configuredSecrets(set: CredentialSetConfig): () => string[] {
 const KEEP_ALIVE_MS = 30_000;
 
 /** A token holder and a keep-alive upstream pool for each configured credential set, by name. */
-export function createCredentialSets(config: Config, logger: Logger, events?: Events): Map<string, CredentialSet> {
+export function createCredentialSets(config: Config, logger: Logger, events: Events): Map<string, CredentialSet> {
   const sets = new Map<string, CredentialSet>();
   const several = config.credentialSets.length > 1;
   for (const set of config.credentialSets) {

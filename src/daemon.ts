@@ -8,6 +8,7 @@ import { MemoryAdmission } from './admission/index.js';
 import { createCallerResolver } from './auth/caller.js';
 import { KeyStore } from './auth/key-store.js';
 import { createCredentialSets, readiness } from './credential-set.js';
+import { logEvents } from './event-logs.js';
 import { Events } from './events.js';
 import { startAdmin, type Admin } from './observability/admin.js';
 import { Metrics } from './observability/metrics.js';
@@ -19,6 +20,8 @@ import { buildServer } from './server.js';
 
 export interface Daemon {
   app: FastifyInstance;
+  /** The daemon's events: subscribe to observe requests, tokens, streams and refusals. */
+  events: Events;
   /** The address actually listened on, e.g. http://127.0.0.1:8080. */
   url: string;
   /** The admin listener's address, unless ADMIN_PORT=off. */
@@ -39,6 +42,7 @@ function version(): string {
 export async function startDaemon(config: Config, logger: Logger): Promise<Daemon> {
   const startedAt = Date.now();
   const events = new Events();
+  logEvents(events, logger, { credentialsInLines: config.credentialSets.length > 1 });
   const credentialSets = createCredentialSets(config, logger, events);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
@@ -138,5 +142,5 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
       logger.info('stopped');
     })());
 
-  return { app, url, adminUrl: observed?.admin.url, shutdown };
+  return { app, events, url, adminUrl: observed?.admin.url, shutdown };
 }

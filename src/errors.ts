@@ -7,6 +7,13 @@ import { STATUS_CODES, type OutgoingHttpHeaders, type ServerResponse } from 'nod
 import type { Duplex } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The error the proxy answered this request with, if it did (for the request and refused events). */
+    proxyError: ProxyError | null;
+  }
+}
+
 export const ERRORS = {
   bad_request: { status: 400, message: 'the request is not valid' },
   unauthorized: { status: 401, message: 'an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>' },
@@ -61,26 +68,16 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 
 const bodyOf = (error: ProxyError) => JSON.stringify({ error: error.code, message: error.message });
 
-/** The code of the error a response carries, for the request event (metrics count refusals by it). */
-const kErrorCode = Symbol('errorCode');
-type Marked = ServerResponse & { [kErrorCode]?: ErrorCode };
-
-/** The proxy's own error code a response was answered with, if it was. */
-export function errorCodeOf(res: ServerResponse): ErrorCode | undefined {
-  return (res as Marked)[kErrorCode];
-}
-
 /** The error as the answer of a request Fastify still manages. */
 export function sendError(reply: FastifyReply, error: ProxyError): FastifyReply {
+  reply.request.proxyError = error;
   if (error.headers) reply.headers(error.headers);
-  (reply.raw as Marked)[kErrorCode] = error.code;
   return reply.code(error.status).header('content-type', JSON_TYPE).send(bodyOf(error));
 }
 
 /** The error on a response Fastify no longer manages (a hijacked reply), with `headers` kept. */
 export function writeError(res: ServerResponse, error: ProxyError, headers: OutgoingHttpHeaders = {}): void {
   const body = bodyOf(error);
-  (res as Marked)[kErrorCode] = error.code;
   res
     .writeHead(error.status, { ...headers, ...error.headers, 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) })
     .end(body);

@@ -29,7 +29,9 @@ export interface RequestEvent {
   upstreamMs?: number;
   /** The whole request at the proxy, in ms. */
   ms: number;
+  /** The request body, as read (0 when nothing was read: refused early, or no proxied path). */
   bytesIn: number;
+  /** Written to the client, headers included, on a proxied path (0 for anything else). */
   bytesOut: number;
   operation?: string;
   /** The proxy's own error code when it answered with an error (upstream_timeout, rate_limited, …). */
@@ -56,6 +58,8 @@ export interface StreamInfo {
 }
 
 export interface StreamOpenedEvent extends StreamInfo {
+  /** The client's handshake URL as logged: secret-looking query parameters already redacted. */
+  url: string;
   /** Upstream handshakes made (2 after a 401 retry). */
   attempts: number;
 }
@@ -84,6 +88,8 @@ export interface RefusalEvent {
   transport: 'http' | 'ws';
   status: number;
   error: ErrorCode;
+  /** The message the client got (no secret in it). */
+  message: string;
   path?: string;
   key?: string;
   credentials?: string;

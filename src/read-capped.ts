@@ -1,16 +1,39 @@
-import type { Dispatcher } from 'undici';
+// The one bounded reader of bodies the proxy keeps (a token endpoint's answer, a held 401, an
+// upstream's refusal of a WebSocket handshake): at most `limit` bytes are kept, the rest dropped.
 
-/** Reads an undici response body up to `limit` bytes; the rest is dropped and the body destroyed. */
-export async function readCapped(body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
+/** Chunks kept up to `limit` bytes; the part of a chunk past the limit is dropped. */
+export class CappedChunks {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+
+  constructor(private readonly limit: number) {}
+
+  /** Keeps what fits of `chunk`; false once the limit is reached (nothing more is worth reading). */
+  push(chunk: Buffer): boolean {
+    const room = this.limit - this.size;
+    if (chunk.length < room) {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+      return true;
+    }
+    if (room > 0) this.chunks.push(chunk.subarray(0, room));
+    this.size = this.limit;
+    return false;
+  }
+
+  concat(): Buffer {
+    return Buffer.concat(this.chunks, this.size);
+  }
+}
+
+/** Reads a body up to `limit` bytes; then the body is destroyed. */
+export async function readCapped(body: AsyncIterable<Buffer> & { destroy(): unknown }, limit: number): Promise<Buffer> {
+  const kept = new CappedChunks(limit);
   for await (const chunk of body) {
-    if (size + (chunk as Buffer).length > limit) {
+    if (!kept.push(chunk)) {
       body.destroy();
       break;
     }
-    size += (chunk as Buffer).length;
-    chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks);
+  return kept.concat();
 }

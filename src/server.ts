@@ -1,19 +1,18 @@
-// Assembles the Fastify app from its parts: health routes, CORS, the HTTP proxy, error shapes and
-// the access log. No forwarding, token or key logic lives here.
+// Assembles the Fastify app from its parts: health routes, CORS, the HTTP proxy and error shapes,
+// and publishes one request event per request (and a refused event for each error the proxy
+// answered). No forwarding, token or key logic lives here.
 import cors from '@fastify/cors';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Admission } from './admission/index.js';
 import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
-import { accessLogger, redactUrl } from './log.js';
-import { errorCodeOf, ProxyError, refuseSocket, sendError, writeError } from './errors.js';
+import { ProxyError, refuseSocket, sendError, writeError } from './errors.js';
 import type { Events } from './events.js';
+import { redactUrl } from './log.js';
 import { REQUEST_ID_HEADER, requestId } from './observability/request-id.js';
 import { httpProxy } from './proxy/http.js';
-
-const PROBES = new Set(['/healthz', '/readyz']);
 
 /** What a request Node's parser rejected is answered with. */
 function clientError(code: string | undefined): ProxyError {
@@ -31,11 +30,49 @@ export interface ServerParts {
   events: Events;
 }
 
+/** The request's facts, once its answer is finished (or the client has gone). */
+function publish(events: Events, request: FastifyRequest, reply: FastifyReply): void {
+  const error = request.proxyError;
+  const caller = request.caller;
+  const outcome = request.proxyOutcome;
+  if (error !== null && events.has('refused')) {
+    events.emit('refused', {
+      transport: 'http',
+      status: error.status,
+      error: error.code,
+      message: error.message,
+      path: outcome?.path,
+      key: caller?.keyName,
+      credentials: caller?.credentialSet.name,
+    });
+  }
+  if (!events.has('request')) return;
+  events.emit('request', {
+    requestId: request.id,
+    method: request.method,
+    url: redactUrl(request.url),
+    path: outcome?.path,
+    status: reply.statusCode,
+    key: caller?.keyName,
+    credentials: caller?.credentialSet.name,
+    attempts: outcome?.attempts ?? 0,
+    upstreamStatus: outcome?.upstreamStatus,
+    upstreamMs: outcome?.upstreamMs,
+    ms: Math.round(reply.elapsedTime * 100) / 100,
+    bytesIn: outcome?.bytesIn ?? 0,
+    bytesOut: outcome ? outcome.bytesOut() : 0,
+    operation: outcome?.operation,
+    error: error?.code,
+  });
+}
+
 export async function buildServer({ config, logger, credentialSets, resolveCaller, admission, events }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request: the few lines written for a request carry its reqId themselves.
+    childLoggerFactory: (parent) => parent,
     bodyLimit: config.bodyLimit,
     // Idle keep-alive connections are closed on shutdown; busy ones get Connection: close.
     forceCloseConnections: 'idle',
@@ -101,51 +138,13 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
       return sendError(reply, new ProxyError('bad_request', err.message, { status: err.statusCode }));
     }
-    request.log.error({ err }, 'unexpected error');
+    request.log.error({ reqId: request.id, err }, 'unexpected error');
     return sendError(reply, new ProxyError('internal_error'));
   });
 
-  const access = accessLogger(logger);
-  const proxied = new Set(config.paths);
+  app.decorateRequest('proxyError', null);
   app.addHook('onResponse', (request, reply, done) => {
-    const outcome = request.proxyOutcome;
-    const fields = outcome?.fields();
-    const ms = Math.round(reply.elapsedTime * 100) / 100;
-    const error = errorCodeOf(reply.raw);
-    // A 5xx of the proxy's own (upstream unreachable, no token, shutting down) is a warning, as for
-    // WebSocket handshakes; probes arrive every few seconds and would drown the traffic at info.
-    const level = error && reply.statusCode >= 500 ? 'warn' : outcome || !PROBES.has(request.url) ? 'info' : 'debug';
-    access[level](
-      {
-        reqId: request.id,
-        req: request,
-        ...(request.caller?.keyName && { key: request.caller.keyName }),
-        ...(request.caller && credentialSets.size > 1 && { credentials: request.caller.credentialSet.name }),
-        status: reply.statusCode,
-        ...(error && { error }),
-        ...fields,
-        ms,
-      },
-      'request',
-    );
-    if (events.has('request')) {
-      const route = request.routeOptions.url;
-      events.emit('request', {
-        requestId: request.id,
-        method: request.method,
-        url: redactUrl(request.url),
-        path: route !== undefined && proxied.has(route) ? route : undefined,
-        status: reply.statusCode,
-        key: request.caller?.keyName,
-        credentials: request.caller?.credentialSet.name,
-        attempts: 0,
-        bytesIn: 0,
-        bytesOut: 0,
-        ...fields,
-        ms,
-        error,
-      });
-    }
+    publish(events, request, reply);
     done();
   });
 

@@ -1,4 +1,4 @@
-// Settings are declared once in src/config.ts; the README and config/example.env must keep up.
+// Settings are declared once in src/config/settings.ts; the README and config/example.env must keep up.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';

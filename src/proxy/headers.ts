@@ -2,6 +2,7 @@
 // belong to one connection and are never forwarded in either direction (RFC 9110 7.6.1).
 import type { IncomingHttpHeaders } from 'node:http';
 import { ProxyError } from '../errors.js';
+import { decodeParam, pairName, queryPairs } from '../query-string.js';
 
 /**
  * The most header lines a proxied request (or WebSocket handshake) may carry; more gets 431.
@@ -39,58 +40,71 @@ const DROPPED_REQUEST = new Set(['host', 'content-length', 'expect', 'authorizat
 
 type Headers = Record<string, string | string[] | undefined>;
 
+/** Headers as a flat list, name then value (undici's dispatch() and Node's writeHead() take it as is). */
+export type HeaderList = (string | string[] | number)[];
+
+const NONE = new Set<string>();
+
 /** Names listed in a Connection header are hop-by-hop too. */
 function connectionListed(headers: Headers): Set<string> {
   const value = headers.connection;
-  const list = Array.isArray(value) ? value.join(',') : value ?? '';
+  if (value === undefined || value === 'keep-alive') return NONE;
+  const list = Array.isArray(value) ? value.join(',') : value;
   return new Set(list.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean));
 }
 
-function filter(headers: Headers, dropped: Set<string>): Record<string, string | string[]> {
+/** The headers that cross, as a flat list: no object with the request's own keys is built. */
+function kept(headers: Headers, dropped: Set<string>): HeaderList {
   const listed = connectionListed(headers);
-  const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
+  const out: HeaderList = [];
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined || HOP_BY_HOP.has(name) || dropped.has(name) || listed.has(name)) continue;
-    out[name] = value;
+    out.push(name, value);
   }
   return out;
 }
 
-/** Inbound headers minus credentials and hop-by-hop ones; the caller adds Authorization per attempt. */
-export function upstreamRequestHeaders(inbound: IncomingHttpHeaders): Record<string, string | string[]> {
-  return filter(inbound, DROPPED_REQUEST);
+function record(list: HeaderList): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < list.length; i += 2) out[list[i] as string] = list[i + 1] as string | string[];
+  return out;
 }
 
 /**
- * The headers of one upstream attempt, Authorization first: undici writes them in this order, so
- * no number of client headers comes before it. A flat list, because an object would put headers
- * with numeric names ahead of every other.
+ * Inbound headers minus credentials and hop-by-hop ones. The caller puts Authorization first for
+ * each attempt: undici writes headers in list order, so no number of client headers comes before it.
  */
-export function withAuthorization(headers: Record<string, string | string[]>, bearer: string): string[] {
-  const list = ['authorization', `Bearer ${bearer}`];
-  for (const [name, value] of Object.entries(headers)) {
-    for (const one of Array.isArray(value) ? value : [value]) list.push(name, one);
-  }
-  return list;
+export function upstreamRequestHeaderList(inbound: IncomingHttpHeaders): HeaderList {
+  return kept(inbound, DROPPED_REQUEST);
 }
 
-const NONE = new Set<string>();
+/** The same, as an object (for a WebSocket handshake). */
+export function upstreamRequestHeaders(inbound: IncomingHttpHeaders): Record<string, string | string[]> {
+  return record(kept(inbound, DROPPED_REQUEST));
+}
 
 /** Upstream response headers as sent, minus hop-by-hop ones. */
 export function clientResponseHeaders(upstream: Headers): Record<string, string | string[]> {
-  return filter(upstream, NONE);
+  return record(kept(upstream, NONE));
+}
+
+/**
+ * What the client's response head carries: the upstream's headers as sent minus hop-by-hop ones,
+ * then `base` (headers the proxy set itself: CORS, rate limit) where the upstream set no header
+ * of that name.
+ */
+export function clientResponseHeaderList(upstream: Headers, base: Record<string, string | string[] | number | undefined>): HeaderList {
+  const out = kept(upstream, NONE);
+  for (const name in base) {
+    const value = base[name];
+    if (value !== undefined && upstream[name] === undefined) out.push(name, value);
+  }
+  return out;
 }
 
 /** The query string without any `token` parameter (a client-supplied token is never forwarded). */
 export function withoutTokenParam(search: string): string {
-  if (search === '') return '';
-  const kept = search.split('&').filter((pair) => {
-    const key = pair.split('=', 1)[0]!;
-    try {
-      return decodeURIComponent(key.replace(/\+/g, ' ')) !== 'token';
-    } catch {
-      return true;
-    }
-  });
+  const kept = queryPairs(search).filter((pair) => decodeParam(pairName(pair)) !== 'token');
   return kept.length ? `?${kept.join('&')}` : '';
 }

@@ -4,14 +4,14 @@
 // Before anything goes upstream the caller is resolved (key, origin, credential set) and, when
 // limits are set, admitted under its per-minute limit.
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Dispatcher } from 'undici';
 import type { Admission, RateDecision } from '../admission/index.js';
 import type { Caller, ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
 import { ProxyError, sendError, upstreamFailure, writeError } from '../errors.js';
 import { provesToken } from '../token/index.js';
-import { headerLimit, upstreamRequestHeaders, withAuthorization, withoutTokenParam } from './headers.js';
+import { headerLimit, upstreamRequestHeaderList, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
 import { ClientLink, relay, type RelayResult } from './relay.js';
 
@@ -21,28 +21,29 @@ export interface HttpProxyOptions {
   admission: Admission;
 }
 
-/** What happened upstream, for the access log line. */
+/** What happened to a request on a proxied path, for its request event. */
 export class ProxyOutcome {
   attempts = 0;
+  bytesIn = 0;
   operation?: string;
   upstreamStatus?: number;
   upstreamMs?: number;
   private readonly bytesBefore: number;
 
   constructor(
+    /** The configured path. */
+    readonly path: string,
     private readonly socket: { bytesWritten: number },
-    readonly bytesIn: number,
   ) {
     this.bytesBefore = socket.bytesWritten;
   }
 
   /**
-   * The fields of the access line. Bytes out are read off the client socket once the response
-   * is done (headers included), so the streamed body is never tapped on its way through.
+   * Written to the client so far, headers included: read off the socket once the response is
+   * done, so the streamed body is never tapped on its way through.
    */
-  fields() {
-    const { attempts, operation, upstreamStatus, upstreamMs, bytesIn } = this;
-    return { operation, upstreamStatus, attempts, upstreamMs, bytesIn, bytesOut: this.socket.bytesWritten - this.bytesBefore };
+  bytesOut(): number {
+    return this.socket.bytesWritten - this.bytesBefore;
   }
 }
 
@@ -87,8 +88,9 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
 
-  // Before the body is read and before anything goes upstream. Synchronous unless a limit applies.
-  app.addHook('onRequest', (request, reply, done) => {
+  /** The caller, then its per-minute limit: before the body is read. Synchronous unless a limit applies. */
+  const admitTo = (path: string): onRequestHookHandler => (request, reply, done) => {
+    request.proxyOutcome = new ProxyOutcome(path, request.raw.socket);
     const caller = resolveCaller(request.raw);
     if (caller instanceof ProxyError) return void sendError(reply, caller);
     request.caller = caller;
@@ -101,15 +103,15 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       const who = keyName === undefined ? '' : ` for the key "${keyName}"`;
       sendError(reply, new ProxyError('rate_limited', `${limit} requests a minute${who}: retry in ${retryIn(decision.retryAfterSec!)}`));
     }, done);
-  });
+  };
 
   async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
     const { credentialSet, keyName } = request.caller!;
     const tooMany = headerLimit(request.raw.rawHeaders);
     if (tooMany) return sendError(reply, tooMany);
     const body = request.body as Buffer | undefined;
-    const outcome = new ProxyOutcome(request.raw.socket, body?.length ?? 0);
-    request.proxyOutcome = outcome;
+    const outcome = request.proxyOutcome!;
+    outcome.bytesIn = body?.length ?? 0;
     const q = request.url.indexOf('?');
     const search = q === -1 ? '' : request.url.slice(q + 1);
     outcome.operation = operationName(body, search);
@@ -123,7 +125,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     }
 
     const target = path + withoutTokenParam(search);
-    const headers = upstreamRequestHeaders(request.headers);
+    const headers = upstreamRequestHeaderList(request.headers);
 
     // From here the answer is written by hand, straight from undici's callbacks.
     reply.hijack();
@@ -145,7 +147,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
         request: {
           path: target,
           method: request.method as Dispatcher.HttpMethod,
-          headers: withAuthorization(headers, bearer),
+          headers: ['authorization', `Bearer ${bearer}`, ...headers] as string[],
           body,
           headersTimeout: config.upstreamTimeoutMs,
           bodyTimeout: config.upstreamTimeoutMs,
@@ -178,7 +180,8 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     if (result.kind === 'failed') {
       if (client.gone) return;
       const failure = result.error instanceof ProxyError ? result.error : upstreamFailure(result.error);
-      request.log.warn({ upstreamError: failure.message }, 'upstream request failed');
+      request.log.warn({ reqId: request.id, upstreamError: failure.message }, 'upstream request failed');
+      request.proxyError = failure;
       // Part of the answer is out: all the client can be told is that the rest will not come.
       if (result.headersSent) reply.raw.destroy();
       else writeError(reply.raw, failure, baseHeaders);
@@ -189,19 +192,22 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       const counter = `${keyName ?? ''} ${result.status}`;
       const count = (limitHits.get(counter) ?? 0) + 1;
       limitHits.set(counter, count);
-      request.log.warn({ key: keyName, upstreamStatus: result.status, count }, `upstream answered ${result.status}: ${meaning}; passed to the client unchanged`);
+      request.log.warn({ reqId: request.id, key: keyName, upstreamStatus: result.status, count }, `upstream answered ${result.status}: ${meaning}; passed to the client unchanged`);
     }
   }
 
   for (const path of config.paths) {
+    const onRequest = admitTo(path);
     app.route({
       method: ['GET', 'POST'],
       url: path,
+      onRequest,
       handler: (request, reply) => forward(request, reply, path),
     });
     app.route({
       method: ['PUT', 'PATCH', 'DELETE'],
       url: path,
+      onRequest,
       handler: (request, reply) =>
         sendError(reply, new ProxyError('method_not_allowed', `${request.method} is not proxied: use GET or POST`, { headers: { allow: 'GET, POST' } })),
     });

@@ -1,10 +1,11 @@
 // One upstream attempt whose answer is written straight into the client's response, through
 // undici's dispatch() handler API. undici's request() API wraps every answer in a Readable and
 // the reply pipes that Readable again: those two streams and an AbortController per request were
-// about a quarter of the proxy's CPU (see "Benchmarks" in the README).
+// a large share of the proxy's CPU (the measurement is in "Benchmarks" in the README).
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { clientResponseHeaders } from './headers.js';
+import { CappedChunks } from '../read-capped.js';
+import { clientResponseHeaderList, clientResponseHeaders } from './headers.js';
 
 export type RelayResult =
   /** The answer went to the client whole. */
@@ -79,7 +80,7 @@ export class ClientLink {
 
 class RelayHandler implements Dispatcher.DispatchHandler {
   private controller?: Dispatcher.DispatchController;
-  private held?: { status: number; headers: Record<string, string | string[]>; chunks: Buffer[]; size: number };
+  private held?: { status: number; headers: Record<string, string | string[]>; body: CappedChunks };
   private settled = false;
 
   constructor(
@@ -108,23 +109,20 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     const { options } = this;
     options.onStatus(status);
     if (status === options.hold) {
-      this.held = { status, headers: clientResponseHeaders(headers), chunks: [], size: 0 };
+      this.held = { status, headers: clientResponseHeaders(headers), body: new CappedChunks(options.holdLimit) };
       return;
     }
-    options.client.res.writeHead(status, { ...options.baseHeaders, ...clientResponseHeaders(headers) });
+    options.client.res.writeHead(status, clientResponseHeaderList(headers, options.baseHeaders) as string[]);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     const { held } = this;
     if (held) {
-      if (held.size + chunk.length > this.options.holdLimit) {
+      if (!held.body.push(chunk)) {
         // More than any 401 needs: keep what there is and stop reading.
         this.finish(this.heldResult());
         controller.abort(new Error('held answer too large'));
-        return;
       }
-      held.chunks.push(chunk);
-      held.size += chunk.length;
       return;
     }
     const { res } = this.options.client;
@@ -145,8 +143,8 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   private heldResult(): RelayResult {
-    const { status, headers, chunks } = this.held!;
-    return { kind: 'held', status, headers, body: Buffer.concat(chunks) };
+    const { status, headers, body } = this.held!;
+    return { kind: 'held', status, headers, body: body.concat() };
   }
 }
 

@@ -1,9 +1,8 @@
 // Holds the client-credentials token: fetches it at start, renews it ahead of expiry, retries
 // failures with capped backoff, and makes sure only one token request is ever in flight.
 import type { Logger } from 'pino';
-import type { Events, TokenEvent } from '../events.js';
 import { setLongTimeout, type LongTimer } from './timer.js';
-import { TokenRequestError, TokenUnavailableError, type Readiness, type Token, type TokenProvider } from './types.js';
+import { reportToken, TokenRequestError, TokenUnavailableError, type Readiness, type Token, type TokenProvider, type TokenReport } from './types.js';
 
 export interface TokenFetcher {
   fetch(): Promise<Token>;
@@ -14,15 +13,14 @@ export interface TokenFetcher {
 export interface RefresherOptions {
   source: TokenFetcher;
   logger: Logger;
+  /** Where token events go (none in tests that do not listen). */
+  report?: TokenReport;
   /** Renew when this fraction of the lifetime is left, plus up to half of it again as jitter. */
   refreshMargin: number;
   retryMinMs: number;
   retryMaxMs: number;
   /** Delay after the endpoint rejected the credentials: retrying sooner only adds noise. */
   rejectedRetryMs: number;
-  /** Where token requests are published (`token` events), under the credential set's name. */
-  events?: Events;
-  credentials?: string;
   /** Random source in [0, 1); tests pin it. */
   random?: () => number;
 }
@@ -127,11 +125,6 @@ export class TokenRefresher implements TokenProvider {
     return this.inflight;
   }
 
-  private publish(event: Omit<TokenEvent, 'credentials'>): void {
-    const { events, credentials = 'default' } = this.options;
-    if (events?.has('token')) events.emit('token', { credentials, ...event });
-  }
-
   private async fetchOnce(): Promise<Token> {
     this.timer?.cancel();
     this.backingOff = false;
@@ -147,8 +140,8 @@ export class TokenRefresher implements TokenProvider {
       const lifetimeMs = token.expiresAt - token.obtainedAt;
       const delay = renewalDelayMs(lifetimeMs, this.options.refreshMargin, this.random);
       logger.info({ expiresInSec: Math.round(lifetimeMs / 1000), renewInSec: Math.round(delay / 1000) }, 'obtained a token');
+      reportToken(this.options.report, 'ok', { expiresAt: token.expiresAt });
       this.schedule(delay);
-      this.publish({ result: 'ok', expiresAt: token.expiresAt });
       return token;
     } catch (err) {
       this.failures += 1;
@@ -163,9 +156,9 @@ export class TokenRefresher implements TokenProvider {
       } else {
         logger.warn(log, `token request failed: ${this.lastError}`);
       }
+      reportToken(this.options.report, rejected ? 'rejected' : 'failed', { reason: this.lastError });
       this.backingOff = true;
       this.schedule(delay);
-      this.publish({ result: rejected ? 'rejected' : 'failed', reason: this.lastError });
       throw err;
     }
   }

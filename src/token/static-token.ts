@@ -3,8 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { StaticToken } from '../config/index.js';
-import type { Events } from '../events.js';
-import { TokenUnavailableError, type Readiness, type TokenProvider } from './types.js';
+import { reportToken, TokenUnavailableError, type Readiness, type TokenProvider, type TokenReport } from './types.js';
 import { watchFile, type FileWatch } from './watch-file.js';
 
 export interface StaticTokenOptions {
@@ -12,9 +11,8 @@ export interface StaticTokenOptions {
   /** The value read from the file at start-up (config validation already read it). */
   initial: string;
   logger: Logger;
-  /** Where the upstream's verdicts on the token are published (`token` events: rejected, then ok once accepted again). */
-  events?: Events;
-  credentials?: string;
+  /** Where the upstream's verdicts on the token go (`token` events: rejected, then ok once accepted again). */
+  report?: TokenReport;
 }
 
 const REJECTED = 'the upstream rejected the static token (401): generate a new one and update BITQUERY_TOKEN or BITQUERY_TOKEN_FILE';
@@ -55,6 +53,7 @@ export class StaticTokenProvider implements TokenProvider {
     this.value = text;
     this.workedAt = -Infinity;
     this.options.logger.info('BITQUERY_TOKEN_FILE changed: using the new token');
+    reportToken(this.options.report, 'ok');
   }
 
   /** A missing or empty file keeps the token held: a replacement may be half done. */
@@ -82,13 +81,8 @@ export class StaticTokenProvider implements TokenProvider {
     if (this.rejected === token) {
       this.rejected = undefined;
       this.options.logger.info('the upstream accepts the static token again');
-      this.publish('ok');
+      reportToken(this.options.report, 'ok');
     }
-  }
-
-  private publish(result: 'ok' | 'rejected'): void {
-    const { events, credentials = 'default' } = this.options;
-    if (events?.has('token')) events.emit('token', { credentials, result, ...(result === 'rejected' && { reason: REJECTED }) });
   }
 
   async tokenRejected(rejected: string, _waitMs: number, sentAt: number): Promise<string | undefined> {
@@ -102,7 +96,7 @@ export class StaticTokenProvider implements TokenProvider {
     if (this.workedAt >= sentAt) return undefined;
     if (this.rejected !== rejected) {
       logger.error(REJECTED);
-      this.publish('rejected');
+      reportToken(this.options.report, 'rejected', { reason: REJECTED });
     }
     this.rejected = rejected;
     this.checkedAt = performance.now();

@@ -1,4 +1,5 @@
 import { ProxyError } from '../errors.js';
+import type { Events, TokenEvent } from '../events.js';
 
 /** An access token and when it stops being usable. */
 export interface Token {
@@ -15,6 +16,17 @@ export interface Readiness {
   reason?: string;
   /** Seconds the held token stays valid; absent when unknown. */
   expiresInSec?: number;
+}
+
+/** Where a token holder publishes its token events: the daemon's Events, and its credential set's name. */
+export interface TokenReport {
+  events: Events;
+  credentials: string;
+}
+
+/** Publishes one token event (built only when someone listens). */
+export function reportToken(report: TokenReport | undefined, result: TokenEvent['result'], detail: Pick<TokenEvent, 'expiresAt' | 'reason'> = {}): void {
+  if (report?.events.has('token')) report.events.emit('token', { credentials: report.credentials, result, ...detail });
 }
 
 /** What the proxy asks of a token holder, whatever the mode. */

@@ -1,7 +1,7 @@
 // Keeps the deployment files honest: every YAML document under deploy/kubernetes/ and
 // docker-compose.yml is parsed and checked for the facts the READMEs promise (probes, non-root,
 // secrets as files, ports, replicas, drain time), and every setting they name must exist in
-// src/config.ts, so a renamed or misspelt variable fails here instead of being silently ignored.
+// src/config/settings.ts, so a renamed or misspelt variable fails here instead of being silently ignored.
 // "Every setting" means the proxy's own: the proxy containers (image bitquery-proxy) and the compose
 // service built from the Dockerfile; an app container's variables are the app's business.
 import t from 'tap';
@@ -16,9 +16,7 @@ const K8S_DIR = join(ROOT, 'deploy/kubernetes');
 const COMPOSE = join(ROOT, 'docker-compose.yml');
 const ENV_EXAMPLE = join(ROOT, '.env.example');
 
-/** Inbound API-key settings of a later issue, allowed here before they reach SETTINGS. */
-const LATER = ['PROXY_API_KEYS', 'PROXY_API_KEYS_FILE', 'PROXY_ALLOW_UNAUTHENTICATED'];
-const KNOWN = new Set([...SETTINGS.map((s) => s.name), ...LATER]);
+const KNOWN = new Set(SETTINGS.map((s) => s.name));
 /** Settings whose value is a credential: never written into a manifest as a plain value. */
 const CREDENTIALS = new Set([...SETTINGS.filter((s) => s.secret).map((s) => s.name), 'BITQUERY_CLIENT_ID', 'PROXY_API_KEYS']);
 
@@ -207,13 +205,13 @@ for (const w of workloads) {
 
       t.test('settings exist and hold no credential values', async (t) => {
         t.equal((c.env ?? []).length, vars.size, 'no variable is set twice');
-        for (const name of vars.keys()) t.ok(KNOWN.has(name), `${name} is a setting in src/config.ts`);
+        for (const name of vars.keys()) t.ok(KNOWN.has(name), `${name} is a setting in SETTINGS`);
         for (const name of CREDENTIALS) t.equal(vars.get(name)?.value, undefined, `${name} is not a plain value`);
         t.ok(host, 'HOST is set');
         t.equal(envValue(c, 'PORT'), String(PROXY_PORT), `PORT is ${PROXY_PORT}`);
         const settings: Record<string, string> = {};
         for (const e of vars.values()) settings[e.name] = e.value ?? 'placeholder';
-        t.doesNotThrow(() => loadWith(settings), 'src/config.ts accepts the settings');
+        t.doesNotThrow(() => loadWith(settings), 'loadConfig accepts the settings');
       });
 
       t.test('secrets are files from a Secret volume', async (t) => {
@@ -425,7 +423,7 @@ t.test('docker-compose.yml: the proxy and an example client on a private network
   t.notMatch(test, /\b(curl|wget)\b/, 'with node, not curl or wget (the image has neither)');
 
   const environment = composeEnv(proxy);
-  for (const name of Object.keys(environment)) t.ok(KNOWN.has(name), `${name} is a setting in src/config.ts`);
+  for (const name of Object.keys(environment)) t.ok(KNOWN.has(name), `${name} is a setting in SETTINGS`);
   for (const name of CREDENTIALS) t.notOk(name in environment, `${name} is not written in the compose file`);
   t.equal(environment.PORT, String(PROXY_PORT), `PORT=${PROXY_PORT}`);
   if (!LOOPBACK.test(environment.HOST ?? '0.0.0.0')) {
@@ -439,7 +437,7 @@ t.test('docker-compose.yml: the proxy and an example client on a private network
     const hostIp = typeof p === 'string' ? p.split(':').length === 3 && p.split(':')[0] : p.host_ip;
     t.equal(hostIp, '127.0.0.1', `published port ${JSON.stringify(p)} is on the host's loopback only`);
   }
-  t.doesNotThrow(() => loadWith(environment, ENV_EXAMPLE), 'src/config.ts accepts the compose settings with .env.example');
+  t.doesNotThrow(() => loadWith(environment, ENV_EXAMPLE), 'loadConfig accepts the compose settings with .env.example');
 
   const clients = Object.entries(compose.services).filter(([name]) => name !== proxyName);
   t.ok(clients.length >= 1, 'an example client');
@@ -457,7 +455,7 @@ t.test('docker-compose.yml: the proxy and an example client on a private network
 t.test('.env.example: placeholders for real settings, one credentials mode', async (t) => {
   const text = readFileSync(ENV_EXAMPLE, 'utf8');
   const names = [...text.matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!);
-  for (const name of names) t.ok(KNOWN.has(name), `${name} is a setting in src/config.ts`);
+  for (const name of names) t.ok(KNOWN.has(name), `${name} is a setting in SETTINGS`);
   for (const name of ['BITQUERY_CLIENT_ID', 'BITQUERY_CLIENT_SECRET', 'BITQUERY_TOKEN']) t.ok(names.includes(name), `${name} is listed`);
   t.doesNotThrow(() => loadConfig({}, { dotenvPath: ENV_EXAMPLE }), 'copied to .env unchanged, it is a valid configuration');
   const ignored = readFileSync(join(ROOT, '.gitignore'), 'utf8').split('\n').map((l) => l.trim());

@@ -2,7 +2,7 @@
  * A controllable fake of Bitquery's token endpoint (Ory Hydra), GraphQL-over-HTTP
  * endpoint, GraphQL-over-WebSocket endpoint and Usage API, for tests over real loopback sockets.
  *
- * Behaviour follows /work/shared/bitquery-api.md:
+ * Behaviour follows Bitquery's documented API (docs.bitquery.io):
  *  - POST /oauth2/token: client_credentials grant, form body or HTTP Basic credentials,
  *    Hydra-style JSON errors (401 invalid_client, 400 invalid_scope, ...).
  *  - /graphql and /eap (GET, POST): token via `Authorization: Bearer` or `?token=`;

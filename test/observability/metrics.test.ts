@@ -122,9 +122,9 @@ t.test('stream events: open streams, closes, messages, refusals', async (t) => {
   const { events, metrics } = setup();
   const stream = { path: '/graphql', protocol: 'graphql-ws', credentials: 'default', key: 'alice' };
   t.equal(await value(metrics, 'bitquery_proxy_ws_streams', { credentials: 'team-b' }), 0, 'every configured set has a series from the start');
-  events.emit('streamOpened', { ...stream, id: 1, attempts: 1 });
-  events.emit('streamOpened', { ...stream, id: 2, attempts: 2 });
-  events.emit('streamOpened', { ...stream, id: 3, attempts: 1, key: 'bob' });
+  events.emit('streamOpened', { ...stream, url: '/graphql', id: 1, attempts: 1 });
+  events.emit('streamOpened', { ...stream, url: '/graphql', id: 2, attempts: 2 });
+  events.emit('streamOpened', { ...stream, url: '/graphql', id: 3, attempts: 1, key: 'bob' });
   const closed = { ms: 10, bytesFromClient: 1, bytesToClient: 2, messagesFromClient: 1, messagesToClient: 2 };
   events.emit('streamClosed', { ...stream, ...closed, id: 1, closedBy: 'client' });
   t.equal(await value(metrics, 'bitquery_proxy_ws_streams', { credentials: 'default' }), 2);
@@ -138,10 +138,10 @@ t.test('stream events: open streams, closes, messages, refusals', async (t) => {
   t.equal(await value(metrics, 'bitquery_proxy_ws_messages_total', { direction: 'to_client' }), 4, 'scrapes add up, not reset');
   t.equal(await value(metrics, 'bitquery_proxy_ws_messages_total', { direction: 'to_upstream' }), 1);
 
-  events.emit('refused', { transport: 'ws', status: 429, error: 'rate_limited', key: 'alice', path: '/graphql' });
-  events.emit('refused', { transport: 'ws', status: 402, error: 'forbidden', key: 'alice', path: '/graphql' });
-  events.emit('refused', { transport: 'ws', status: 503, error: 'shutting_down', path: '/graphql' });
-  events.emit('refused', { transport: 'http', status: 429, error: 'rate_limited', key: 'alice', path: '/graphql' });
+  events.emit('refused', { transport: 'ws', status: 429, error: 'rate_limited', message: 'rate_limited', key: 'alice', path: '/graphql' });
+  events.emit('refused', { transport: 'ws', status: 402, error: 'forbidden', message: 'forbidden', key: 'alice', path: '/graphql' });
+  events.emit('refused', { transport: 'ws', status: 503, error: 'shutting_down', message: 'shutting_down', path: '/graphql' });
+  events.emit('refused', { transport: 'http', status: 429, error: 'rate_limited', message: 'rate_limited', key: 'alice', path: '/graphql' });
   t.equal(await value(metrics, 'bitquery_proxy_ws_refused_total', { reason: 'rate_limited' }), 1, 'HTTP refusals are counted by their request events');
   t.equal(await value(metrics, 'bitquery_proxy_ws_refused_total', { reason: 'shutting_down' }), 1);
   t.equal(await value(metrics, 'bitquery_proxy_rate_limited_total', { key: 'alice' }), 1);
@@ -174,7 +174,7 @@ t.test('traffic() folds the counters for the status page', async (t) => {
   events.emit('request', request({ key: 'alice', credentials: 'default', status: 402, upstreamStatus: 402 }));
   events.emit('request', request({ key: 'bob', credentials: 'default', status: 429, upstreamStatus: 429 }));
   events.emit('request', request({ key: 'bob', credentials: 'default', status: 429, error: 'rate_limited' }));
-  events.emit('streamOpened', { id: 1, path: '/graphql', protocol: 'graphql-ws', credentials: 'default', key: 'bob', attempts: 1 });
+  events.emit('streamOpened', { id: 1, path: '/graphql', url: '/graphql', protocol: 'graphql-ws', credentials: 'default', key: 'bob', attempts: 1 });
   t.same(await metrics.traffic(), {
     requests: 4,
     byStatus: { '200': 1, '402': 1, '429': 2 },

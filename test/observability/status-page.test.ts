@@ -56,7 +56,7 @@ async function adminWithTraffic() {
     [4, { key: 'ci-bot', credentials: 'default', status: 504, error: 'upstream_timeout' }],
   ];
   for (const [times, fields] of traffic) for (let i = 0; i < times; i++) events.emit('request', request(fields));
-  for (let id = 1; id <= 3; id++) events.emit('streamOpened', { id, path: '/graphql', protocol: 'graphql-ws', credentials: 'default', key: 'alice', attempts: 1 });
+  for (let id = 1; id <= 3; id++) events.emit('streamOpened', { id, path: '/graphql', url: '/graphql', protocol: 'graphql-ws', credentials: 'default', key: 'alice', attempts: 1 });
   const admin = await startAdmin({
     host: '127.0.0.1',
     port: 0,

@@ -52,7 +52,7 @@ export interface WsProxyOptions {
   admission: Admission;
   /** The daemon's logger; a `component: 'ws'` child is made from it. */
   logger: Logger;
-  /** Where streams opened and closed, messages and refusals are published. */
+  /** Where streamOpened, streamClosed, streamMessage and refused (ws) are published. */
   events: Events;
   takeOver?: TakeOver;
 }
@@ -74,18 +74,6 @@ export interface WsProxy {
 /** Upper bound on waiting for the upstream's handshake response once connected (on top of the connect timeout). */
 const HANDSHAKE_RESPONSE_MAX_MS = 10_000;
 
-/**
- * What the upstream means by the graphql-ws close codes it sends (graphql-transport-ws): the
- * token is checked at the handshake only, so none of them is about the token, 4401 included
- * (its reason text says "Unauthorized").
- */
-const UPSTREAM_CLOSE_MEANING: Record<number, string> = {
-  4400: 'the client sent a message the upstream could not parse',
-  4401: 'the client subscribed before connection_init (a client bug, not a token problem: the token is checked only at the handshake)',
-  4408: 'the client sent no connection_init in time',
-  4409: 'the client reused the id of a running subscription',
-  4429: 'the client sent connection_init twice',
-};
 
 /** One handshake in progress, abortable at shutdown. */
 interface Pending {
@@ -129,14 +117,16 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     if (streams.size === 0 && pending.size === 0) for (const resolve of allGone.splice(0)) resolve();
   };
 
+  /** Every handshake the proxy answers itself goes through here. */
   const refused = (socket: Duplex, path: string, error: ProxyError, caller?: Caller) => {
-    const { status, code } = error;
     if (events.has('refused')) {
-      events.emit('refused', { transport: 'ws', status, error: code, path: paths.has(path) ? path : undefined, key: caller?.keyName, credentials: caller?.credentialSet.name });
+      const known = paths.has(path) ? path : undefined;
+      events.emit('refused', { transport: 'ws', status: error.status, error: error.code, message: error.message, path: known, key: caller?.keyName, credentials: caller?.credentialSet.name });
     }
-    if (status >= 500) log.warn({ path, status, error: code }, `stream refused: ${error.message}`);
-    else log.info({ path, status, error: code }, `stream refused: ${error.message}`);
     refuseSocket(socket, error);
+  };
+  const publishMessage = (direction: 'to_client' | 'to_upstream', bytes: number) => {
+    if (events.has('streamMessage')) events.emit('streamMessage', { direction, bytes });
   };
 
   /** A place among the key's streams (WS_MAX_STREAMS_PER_KEY or the key's maxStreams), held until released. */
@@ -150,35 +140,20 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
   function pairUp(req: IncomingMessage, client: WebSocket, upstream: WebSocket, h: Handshake, attempts: number): void {
     const info = { id: nextId++, path: h.path, protocol: upstream.protocol, credentials: h.caller.credentialSet.name, key: h.caller.keyName };
     const stream = new Stream(client, upstream, config.wsMaxBufferedBytes, {
-      ...(events.has('streamMessage') && { message: (direction, bytes) => events.emit('streamMessage', { direction, bytes }) }),
+      message: publishMessage,
       error: (side: Side, err: Error) => log.debug({ stream: info.id, side, err: { message: err.message } }, 'stream error'),
       closed: (s, ending, counts, ms) => {
         streams.delete(s);
         h.release();
         checkGone();
-        if (events.has('streamClosed')) events.emit('streamClosed', { ...info, ms, closedBy: ending.closedBy, cause: ending.cause, code: ending.code, reason: ending.reason, ...counts });
-        log.info(
-          {
-            stream: info.id,
-            path: info.path,
-            protocol: info.protocol,
-            ...(info.key && { key: info.key }),
-            ms,
-            closedBy: ending.closedBy,
-            ...(ending.cause && { cause: ending.cause }),
-            code: ending.code,
-            ...(ending.reason && { reason: ending.reason }),
-            ...(ending.closedBy === 'upstream' && UPSTREAM_CLOSE_MEANING[ending.code] && { meaning: UPSTREAM_CLOSE_MEANING[ending.code] }),
-            ...counts,
-          },
-          'stream closed',
-        );
+        if (events.has('streamClosed')) {
+          events.emit('streamClosed', { ...info, ms, closedBy: ending.closedBy, cause: ending.cause, code: ending.code, reason: ending.reason || undefined, ...counts });
+        }
       },
     });
     streams.add(stream);
     upstream.resume();
-    if (events.has('streamOpened')) events.emit('streamOpened', { ...info, attempts });
-    log.info({ stream: info.id, path: info.path, url: redactUrl(req.url ?? ''), protocol: info.protocol, ...(info.key && { key: info.key }), attempts }, 'stream opened');
+    if (events.has('streamOpened')) events.emit('streamOpened', { ...info, url: redactUrl(req.url ?? ''), attempts });
   }
 
   /**
@@ -205,7 +180,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     };
     const entry: Pending = {
       abort: () => {
-        if (giveUp()) refused(socket, path, new ProxyError('shutting_down'));
+        if (giveUp()) refused(socket, path, new ProxyError('shutting_down'), caller);
       },
     };
     // The client hung up while waiting (noticed only if its socket errors or is written to).
@@ -218,7 +193,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
       if (gone) return;
       if (release === undefined) {
         const cap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
-        return refused(socket, path, new ProxyError('too_many_streams', `the key "${caller.keyName}" has ${cap} streams open (its stream limit): try again later`));
+        return refused(socket, path, new ProxyError('too_many_streams', `the key "${caller.keyName}" has ${cap} streams open (its stream limit): try again later`), caller);
       }
       const handshake: Handshake = { req, socket, head, path, query, protocols, caller, release };
       if (takeOver?.(handshake)) {
@@ -289,7 +264,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     if (admitted instanceof ProxyError) return refused(socket, path, admitted);
     serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), admitted.protocols, admitted.caller).catch((err: Error) => {
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
-      refuseSocket(socket, new ProxyError('internal_error', 'the proxy failed to open the stream'));
+      refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'), admitted.caller);
     });
   };
 

@@ -98,8 +98,8 @@ interface PairedSocket extends WebSocket {
 }
 
 export interface StreamHooks {
-  /** A message was relayed (called only when set: the caller sets it only while someone listens). */
-  message?(direction: 'to_client' | 'to_upstream', bytes: number): void;
+  /** A message was relayed. */
+  message(direction: 'to_client' | 'to_upstream', bytes: number): void;
   /** A side errored (the close that follows ends the stream). */
   error(side: Side, err: Error): void;
   /** Both sides are closed. */
@@ -170,7 +170,7 @@ export class Stream {
       counts.bytesFromClient += bytes;
       this.toUpstream();
       this.upstream.send(data as Buffer, { binary: isBinary });
-      this.hooks.message?.('to_upstream', bytes);
+      this.hooks.message('to_upstream', bytes);
       // The upstream normally reads faster than a client writes; this only bounds memory if it stalls.
       if (this.upstream.bufferedAmount > maxBuffered) this.end('slow_upstream', 1013, 'upstream not consuming fast enough', 1001, 'too much queued');
     } else {
@@ -178,7 +178,7 @@ export class Stream {
       counts.bytesToClient += bytes;
       this.toClient();
       this.client.send(data as Buffer, { binary: isBinary });
-      this.hooks.message?.('to_client', bytes);
+      this.hooks.message('to_client', bytes);
       // What the client has not taken yet stays in this process: past the limit the client is
       // dropped with 1013, as Bitquery drops a consumer that falls behind.
       if (this.client.bufferedAmount > maxBuffered) this.end('slow_client', 1013, 'not consuming fast enough', 1001, 'client not consuming fast enough');

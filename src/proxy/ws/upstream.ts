@@ -5,6 +5,7 @@ import { WebSocket } from 'ws';
 import type { Caller } from '../../auth/caller.js';
 import { presentedKey } from '../../auth/keys.js';
 import { ProxyError, upstreamFailure } from '../../errors.js';
+import { CappedChunks } from '../../read-capped.js';
 import { clip, scrubSecrets } from '../../scrub.js';
 import { withoutTokenParam } from '../headers.js';
 import { upstreamHandshakeHeaders, wsOrigin } from './handshake.js';
@@ -49,21 +50,18 @@ function attempt(url: string, protocols: string[], headers: Record<string, strin
     ws.once('unexpected-response', (_req, res) => {
       const status = res.statusCode ?? 502;
       const retryAfter = res.headers['retry-after'];
-      const chunks: Buffer[] = [];
-      let length = 0;
+      const kept = new CappedChunks(REFUSAL_BODY_MAX);
       const done = () => {
         settle({
           kind: 'status',
           status,
-          body: Buffer.concat(chunks).toString('utf8').slice(0, REFUSAL_BODY_MAX),
+          body: kept.concat().toString('utf8'),
           ...(typeof retryAfter === 'string' && RETRY_AFTER.test(retryAfter) && { retryAfter }),
         });
         ws.terminate();
       };
       res.on('data', (chunk: Buffer) => {
-        if (length < REFUSAL_BODY_MAX) chunks.push(chunk);
-        length += chunk.length;
-        if (length >= REFUSAL_BODY_MAX) done();
+        if (!kept.push(chunk)) done();
       });
       res.once('end', done);
       res.once('error', done);
