@@ -86,12 +86,12 @@ t.test('--env-file is refused with what to use instead; a --dotenv file that is 
 t.test('names that look like settings but are none get one warning each, naming the closest setting', async (t) => {
   const cwd = mkdtempSync(join(tmpdir(), 'bqp-cli-'));
   writeFileSync(join(cwd, '.env'), 'WS_MAX_STREAM=5\nUNRELATED_NAME=1\n');
-  const proxy = await spawnProxy({ BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', BITQUERY_UPSTREM: 'https://x.example', LOG_FORMAT: 'json' }, { cwd });
+  const proxy = await spawnProxy({ BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', BITQUERY_UPSTREM: 'https://x.example', LOG_LEVL: 'debug' }, { cwd });
   t.teardown(() => proxy.stop());
   const warnings = proxy.logs().filter((l) => l.level === 40).map((l) => l.msg);
   t.same(warnings, [
     'BITQUERY_UPSTREM (in the environment) is not a setting and is ignored: did you mean BITQUERY_UPSTREAM? (see --help)',
-    'LOG_FORMAT (in the environment) is not a setting and is ignored: did you mean LOG_LEVEL? (see --help)',
+    'LOG_LEVL (in the environment) is not a setting and is ignored: did you mean LOG_LEVEL? (see --help)',
     `WS_MAX_STREAM (in ${join(cwd, '.env')}) is not a setting and is ignored: did you mean WS_MAX_STREAMS? (see --help)`,
   ]);
   const check = await run(['check'], { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', TOKEN_WAIT: '1' });
@@ -139,7 +139,11 @@ t.test('a port already in use says how to pick another, exit 2', async (t) => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => server.close());
   const { port } = server.address() as { port: number };
-  const r = await run([], { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', PORT: String(port), LOG_LEVEL: 'silent' });
+  const base = { BITQUERY_TOKEN: 't', BITQUERY_UPSTREAM: 'http://127.0.0.1:9', LOG_LEVEL: 'silent' };
+  const r = await run([], { ...base, PORT: String(port), ADMIN_PORT: '0' });
   t.equal(r.code, 2);
   t.equal(r.stderr, `bitquery-proxy: port ${port} on 127.0.0.1 is in use: pick another with PORT=<port> or --port <port> (0 picks a free one)\n`);
+  const admin = await run([], { ...base, PORT: '0', ADMIN_PORT: String(port) });
+  t.equal(admin.code, 2);
+  t.equal(admin.stderr, `bitquery-proxy: port ${port} on 127.0.0.1 is in use: pick another with ADMIN_PORT=<port> (0 picks a free one)\n`);
 });
