@@ -80,7 +80,8 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
   app.decorateRequest('caller', null);
   app.decorateRequest('proxyOutcome', null);
 
-  // Every content type is taken as raw bytes: the proxy never parses GraphQL, it only re-sends it.
+  // Every content type is taken as raw bytes and re-sent as it came (the points saver reads a
+  // GraphQL request only to tell identical ones apart).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
 
