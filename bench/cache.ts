@@ -10,8 +10,8 @@
 //   bare        the featureless node:http + undici forward (bench/peers/bare-node.ts): a miss
 //               without any saver, the reference for what a miss costs;
 //   saver       node:http + PointsSaver + undici (bench/peers/saver-node.ts): the saver alone;
-//   proxy       `node dist/cli.js` with CACHE_TTL_MS set, as users start it. Until the saver is
-//               wired into the proxy it answers no X-Cache header: its rows are then skipped.
+//   proxy       `node dist/cli.js` with CACHE_TTL_MS set, as users start it (a build that answers
+//               no X-Cache: HIT on a repeat has no saver: its rows are then skipped).
 // Throughput runs: "miss" sends a new query every request (distinct variables: nothing cached or
 // in flight to join), "hit" the same query every time (answered from the cache).
 // Coalescing runs: N clients send one new query at the same instant to a peer in front of an
@@ -158,7 +158,8 @@ async function startProxy(name: string, upstream: string, settings: Record<strin
   const child = track(
     spawn(process.execPath, [opts.proxyEntry], {
       cwd,
-      env: { PATH: process.env.PATH ?? '', BITQUERY_TOKEN: TOKEN, BITQUERY_UPSTREAM: upstream, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...settings },
+      // Two proxies run side by side: no admin listener (one port each) and no Usage API polls.
+      env: { PATH: process.env.PATH ?? '', BITQUERY_TOKEN: TOKEN, BITQUERY_UPSTREAM: upstream, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ADMIN_PORT: 'off', USAGE_POLL_MS: '0', ...settings },
       stdio: ['ignore', out, out],
     }),
   );
@@ -312,7 +313,7 @@ async function main(): Promise<void> {
     await post(`${proxy.url}/graphql`, SAME_QUERY);
     const second = await post(`${proxy.url}/graphql`, SAME_QUERY);
     if (second.xCache !== 'HIT') {
-      proxyNote = 'The proxy answers no X-Cache: HIT on a repeat with CACHE_TTL_MS set: the points saver is not wired into it yet, so its rows are skipped.';
+      proxyNote = 'The proxy answers no X-Cache: HIT on a repeat with CACHE_TTL_MS set (a build without the points saver), so its rows are skipped.';
       proxy = undefined;
     } else proxySlow = await startProxy('proxy-slow', slow.url, {});
   }

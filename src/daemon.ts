@@ -12,10 +12,12 @@ import { logEvents } from './event-logs.js';
 import { Events } from './events.js';
 import { startAdmin, type Admin } from './observability/admin.js';
 import { Metrics } from './observability/metrics.js';
+import { requestsSaved, savingsMetrics } from './observability/savings-metrics.js';
 import { StatusBoard } from './observability/status.js';
 import type { ObservedSet } from './observability/types.js';
 import { UsagePoller } from './observability/usage.js';
 import { createWsProxy } from './proxy/ws/index.js';
+import { createPointsSaver, memoryStoreFor } from './savings/saver.js';
 import { buildServer } from './server.js';
 
 export interface Daemon {
@@ -47,7 +49,10 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
   const admission = new MemoryAdmission();
-  const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events });
+  // One points saver per process; its store is the seam for a shared tier (replicas).
+  const keyTtls = Object.values(config.keyPolicies).map((policy) => policy.cacheTtlMs ?? 0);
+  const saver = createPointsSaver(config.savings, memoryStoreFor(config.savings, keyTtls), (err) => logger.error({ err }, 'points saver: an exchange or the cache store failed'));
+  const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events, saver });
   const ws = createWsProxy({ config, logger, resolveCaller, admission, events });
 
   // Observability: metrics and the status board subscribe to the events; the usage poller asks
@@ -80,7 +85,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   let observed: { metrics: Metrics; board: StatusBoard; admin: Admin } | undefined;
   if (config.adminPort !== 'off') {
     const metrics = new Metrics({ events, paths: config.paths, sets, isKnownKey: (name) => keys.has(name) });
-    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic: () => metrics.traffic(), usage, budgetWarnPercent: config.budgetWarnPercent });
+    savingsMetrics(metrics, saver);
+    const traffic = async () => ({ ...(await metrics.traffic()), requestsSaved: requestsSaved(saver) });
+    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic, usage, budgetWarnPercent: config.budgetWarnPercent });
     const admin = await startAdmin({ host: config.adminHost, port: config.adminPort, logger, metrics, readiness: () => readiness(credentialSets), status: () => board.data() });
     observed = { metrics, board, admin };
   }

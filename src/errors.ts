@@ -75,12 +75,16 @@ export function sendError(reply: FastifyReply, error: ProxyError): FastifyReply 
   return reply.code(error.status).header('content-type', JSON_TYPE).send(bodyOf(error));
 }
 
+/** The error as a whole answer, for one written by hand (a hijacked reply, or a shared answer's sink). */
+export function errorAnswer(error: ProxyError): { status: number; headers: Record<string, string>; body: Buffer } {
+  const body = Buffer.from(bodyOf(error));
+  return { status: error.status, headers: { ...error.headers, 'content-type': JSON_TYPE, 'content-length': String(body.length) }, body };
+}
+
 /** The error on a response Fastify no longer manages (a hijacked reply), with `headers` kept. */
 export function writeError(res: ServerResponse, error: ProxyError, headers: OutgoingHttpHeaders = {}): void {
-  const body = bodyOf(error);
-  res
-    .writeHead(error.status, { ...headers, ...error.headers, 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) })
-    .end(body);
+  const answer = errorAnswer(error);
+  res.writeHead(answer.status, { ...headers, ...answer.headers }).end(answer.body);
 }
 
 /** A refusal written to a client that does not read it is cut after this long. */

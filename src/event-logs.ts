@@ -45,6 +45,7 @@ export function logEvents(events: Events, logger: Logger, { credentialsInLines }
         upstreamStatus: e.upstreamStatus,
         attempts: proxied ? e.attempts : undefined,
         upstreamMs: e.upstreamMs,
+        cache: e.cache,
         bytesIn: proxied ? e.bytesIn : undefined,
         bytesOut: proxied ? e.bytesOut : undefined,
         ms: e.ms,

@@ -13,6 +13,7 @@ import type { Events } from './events.js';
 import { redactUrl } from './log.js';
 import { REQUEST_ID_HEADER, requestId } from './observability/request-id.js';
 import { httpProxy } from './proxy/http.js';
+import type { PointsSaver } from './savings/saver.js';
 
 /** What a request Node's parser rejected is answered with. */
 function clientError(code: string | undefined): ProxyError {
@@ -28,6 +29,7 @@ export interface ServerParts {
   resolveCaller: ResolveCaller;
   admission: Admission;
   events: Events;
+  saver: PointsSaver;
 }
 
 /** The request's facts, once its answer is finished (or the client has gone). */
@@ -63,10 +65,11 @@ function publish(events: Events, request: FastifyRequest, reply: FastifyReply): 
     bytesOut: outcome ? outcome.bytesOut() : 0,
     operation: outcome?.operation,
     error: error?.code,
+    cache: outcome?.cache,
   });
 }
 
-export async function buildServer({ config, logger, credentialSets, resolveCaller, admission, events }: ServerParts): Promise<FastifyInstance> {
+export async function buildServer({ config, logger, credentialSets, resolveCaller, admission, events, saver }: ServerParts): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request is written below, without the query string's secrets.
@@ -149,7 +152,7 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
   });
 
   // Registered last: a plugin inherits only the handlers and hooks set before it.
-  await app.register(httpProxy, { config, resolveCaller, admission });
+  await app.register(httpProxy, { config, resolveCaller, admission, saver });
 
   return app;
 }

@@ -186,6 +186,7 @@ const tenantMistakes: [string, unknown, Record<string, string>, RegExp][] = [
   ['no default without keys', { credentials: { a: { token: 't' } } }, {}, /without inbound keys every request uses the default credentials/],
   ['unmapped key', { credentials: { a: { token: 't' } } }, { PROXY_API_KEYS: 'zed:0123456789abcdef' }, /the key "zed" maps to no credentials/],
   ['bad limit', { credentials: { a: { token: 't' } }, defaultCredentials: 'a', keys: { k: { rateLimitPerMinute: -1 } } }, {}, /keys\.k\.rateLimitPerMinute must be a whole number/],
+  ['bad cache TTL', { credentials: { a: { token: 't' } }, defaultCredentials: 'a', keys: { k: { cacheTtlMs: 1.5 } } }, {}, /keys\.k\.cacheTtlMs must be a whole number >= 0/],
 ];
 
 for (const [name, content, env, message] of tenantMistakes) {
@@ -203,4 +204,21 @@ t.test('unknown setting-like names are warnings, each naming the closest setting
   t.equal(c.warnings[1], 'PROXY_PATH (in the environment) is not a setting and is ignored: did you mean PROXY_PATHS? (see --help)');
   t.match(c.warnings[2], /^REDIS_URLL \(in .*typo\.env\) is not a setting and is ignored: did you mean [A-Z_]+\? \(see --help\)$/);
   t.same(load({ BITQUERY_TOKEN: 't' }).warnings, []);
+});
+
+t.test('query savings: defaults, per-key cacheTtlMs, and settings that do not fit exit 2 with one line', async (t) => {
+  t.same(load({ BITQUERY_TOKEN: 't' }).savings, { coalesce: true, cacheTtlMs: 0, cacheMaxBytes: 67108864, cacheMaxEntryBytes: 1048576, maxBufferedBytes: 4194304 });
+  const c = load({ BITQUERY_TOKEN: 't', COALESCE: 'false', CACHE_TTL_MS: '2000', CACHE_MAX_BYTES: '4096', CACHE_MAX_ENTRY_BYTES: '2048', COALESCE_MAX_BUFFERED_BYTES: '65536' });
+  t.same(c.savings, { coalesce: false, cacheTtlMs: 2000, cacheMaxBytes: 4096, cacheMaxEntryBytes: 2048, maxBufferedBytes: 65536 });
+  const file = tenantFile({ credentials: { a: { token: 't' } }, defaultCredentials: 'a', keys: { bot: { cacheTtlMs: 0 }, board: { cacheTtlMs: 30000 } } });
+  const keyed = load({ PROXY_CONFIG: file, PROXY_API_KEYS: 'bot:0123456789abcdef,board:fedcba9876543210' });
+  t.equal(keyed.keyPolicies.bot!.cacheTtlMs, 0);
+  t.equal(keyed.keyPolicies.board!.cacheTtlMs, 30000);
+  t.throws(() => load({ BITQUERY_TOKEN: 't', CACHE_MAX_BYTES: '4096', CACHE_MAX_ENTRY_BYTES: '8192', COALESCE_MAX_BUFFERED_BYTES: '65536' }), {
+    name: 'ConfigError',
+    message: 'CACHE_MAX_ENTRY_BYTES (8192) must not be above CACHE_MAX_BYTES (4096)',
+  });
+  const proxy = await spawnProxy({ BITQUERY_TOKEN: 'static-token-value-1', COALESCE_MAX_BUFFERED_BYTES: '1048576' }, { noWait: true });
+  t.equal((await proxy.exited).code, 2);
+  t.equal(proxy.output().trim(), 'bitquery-proxy: COALESCE_MAX_BUFFERED_BYTES (1048576) must be at least twice CACHE_MAX_ENTRY_BYTES (1048576)');
 });

@@ -13,6 +13,8 @@ export interface KeyPolicy {
   rateLimitPerMinute?: number;
   /** Concurrent WebSocket streams for this key; overrides WS_MAX_STREAMS_PER_KEY (0 = no per-key cap). */
   maxStreams?: number;
+  /** How long this key's query answers are cached; overrides CACHE_TTL_MS (0 = never from or into the cache). */
+  cacheTtlMs?: number;
 }
 
 export interface GatewayFile {
@@ -22,7 +24,7 @@ export interface GatewayFile {
 }
 
 const SET_FIELDS = new Set<string>(CREDENTIAL_FIELDS);
-const KEY_FIELDS = new Set(['credentials', 'rateLimitPerMinute', 'maxStreams']);
+const KEY_FIELDS = new Set(['credentials', 'rateLimitPerMinute', 'maxStreams', 'cacheTtlMs']);
 
 type Json = Record<string, unknown>;
 
@@ -86,7 +88,12 @@ export function loadGatewayFile(path: string, defaults: CredentialDefaults): Gat
     const where = `keys.${name}`;
     if (!isObject(entry)) throw new ConfigError(`PROXY_CONFIG ${where} must be an object`);
     unknownFields(entry, KEY_FIELDS, where);
-    keys[name] = { credentials: str(entry, 'credentials', where), rateLimitPerMinute: count(entry, 'rateLimitPerMinute', where), maxStreams: count(entry, 'maxStreams', where) };
+    keys[name] = {
+      credentials: str(entry, 'credentials', where),
+      rateLimitPerMinute: count(entry, 'rateLimitPerMinute', where),
+      maxStreams: count(entry, 'maxStreams', where),
+      cacheTtlMs: count(entry, 'cacheTtlMs', where),
+    };
   }
   const defaultCredentials = data.defaultCredentials;
   if (defaultCredentials !== undefined && typeof defaultCredentials !== 'string') throw new ConfigError('PROXY_CONFIG defaultCredentials must be the name of a credential set');

@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { parseEnv } from 'node:util';
 import { envSchema } from 'env-schema';
 import { loadKeys, type KeySources } from '../auth/key-store.js';
+import { settingsProblem } from '../savings/saver.js';
 import type { ApiKey } from '../auth/keys.js';
 import { parseCredentialSet, type CredentialDefaults, type CredentialField, type CredentialNaming, type CredentialSetConfig } from './credentials.js';
 import { ConfigError } from './errors.js';
@@ -235,10 +236,19 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     ]),
     wsMaxMessageBytes: n('WS_MAX_MESSAGE_BYTES'),
     wsMaxUpstreamMessageBytes: n('WS_MAX_UPSTREAM_MESSAGE_BYTES'),
+    savings: {
+      coalesce: raw.COALESCE as boolean,
+      cacheTtlMs: n('CACHE_TTL_MS'),
+      cacheMaxBytes: n('CACHE_MAX_BYTES'),
+      cacheMaxEntryBytes: n('CACHE_MAX_ENTRY_BYTES'),
+      maxBufferedBytes: n('COALESCE_MAX_BUFFERED_BYTES'),
+    },
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');
   }
+  const savingsProblem = settingsProblem(config.savings);
+  if (savingsProblem) throw new ConfigError(savingsProblem);
   if (config.adminPort !== 'off' && config.adminPort !== 0 && config.adminPort === config.port) {
     throw new ConfigError(`ADMIN_PORT and PORT are both ${config.port}: give the admin listener another port, or ADMIN_PORT=off`);
   }

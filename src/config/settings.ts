@@ -4,6 +4,7 @@
 import type { KeySources } from '../auth/key-store.js';
 import type { ApiKey } from '../auth/keys.js';
 import type { CredentialSetConfig } from './credentials.js';
+import type { SavingsSettings } from '../savings/saver.js';
 import type { KeyPolicy } from './gateway-file.js';
 
 export interface Setting {
@@ -64,6 +65,12 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'CLIENT_TIMEOUT_MS', type: 'integer', default: 30000, minimum: 1, help: 'most a client may take between bytes of its request (then 408), or to read on an answer it stopped reading (then cut)' },
   { name: 'WS_MAX_MESSAGE_BYTES', type: 'integer', default: 1048576, minimum: 1024, help: 'largest WebSocket message from a client, fragments of an unfinished one counted; larger: closed with 1009' },
   { name: 'WS_MAX_UPSTREAM_MESSAGE_BYTES', type: 'integer', default: 16777216, minimum: 1024, help: 'largest WebSocket message from the upstream, fragments counted; larger: the stream is closed with 1009' },
+  // Query savings (src/savings/)
+  { name: 'COALESCE', type: 'boolean', default: true, help: 'send identical queries in flight at the same time upstream once, and give every waiting client the answer' },
+  { name: 'CACHE_TTL_MS', type: 'integer', default: 0, minimum: 0, help: 'keep 200 answers without errors this long and answer repeats from memory; 0 = no cache (a key can still set its own cacheTtlMs)' },
+  { name: 'CACHE_MAX_BYTES', type: 'integer', default: 67108864, minimum: 1024, help: 'memory the response cache may use (bodies, headers, keys); answers in flight held for joiners take at most as much again' },
+  { name: 'CACHE_MAX_ENTRY_BYTES', type: 'integer', default: 1048576, minimum: 1024, help: 'larger answers are never cached, and stop taking late joiners once past it' },
+  { name: 'COALESCE_MAX_BUFFERED_BYTES', type: 'integer', default: 4194304, minimum: 65536, help: 'bytes one client of a shared answer may fall behind the fastest before it is cut (at least twice CACHE_MAX_ENTRY_BYTES)' },
 ];
 
 export interface Config {
@@ -111,6 +118,8 @@ export interface Config {
   clientTimeoutMs: number;
   wsMaxMessageBytes: number;
   wsMaxUpstreamMessageBytes: number;
+  /** COALESCE, CACHE_TTL_MS, CACHE_MAX_BYTES, CACHE_MAX_ENTRY_BYTES, COALESCE_MAX_BUFFERED_BYTES. */
+  savings: SavingsSettings;
   /** One line per name that looks like a setting but is none, for the start-up log. */
   warnings: string[];
 }

@@ -1,24 +1,27 @@
 // HTTP forwarding with the token injected and one retry on 401. The body is buffered (bounded
 // by BODY_LIMIT) because a streamed body cannot be sent twice; the response streams through
-// (relay.ts).
+// (exchange.ts, relay.ts).
 // Before anything goes upstream the caller is resolved (key, origin, credential set) and, when
-// limits are set, admitted under its per-minute limit.
+// limits are set, admitted under its per-minute limit. Then the points saver (src/savings/)
+// answers from its cache, joins an identical query in flight, or runs the exchange.
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Dispatcher } from 'undici';
 import type { Admission, RateDecision } from '../admission/index.js';
 import type { Caller, ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
-import { ProxyError, sendError, upstreamFailure, writeError } from '../errors.js';
-import { provesToken } from '../token/index.js';
+import { ProxyError, sendError } from '../errors.js';
+import type { CacheResult } from '../events.js';
+import type { PointsSaver } from '../savings/saver.js';
+import { createExchange } from './exchange.js';
 import { headerLimit, upstreamRequestHeaderList, withoutTokenParam } from './headers.js';
 import { operationName } from './operation.js';
-import { ClientLink, relay, type RelayResult } from './relay.js';
 
 export interface HttpProxyOptions {
   config: Config;
   resolveCaller: ResolveCaller;
   admission: Admission;
+  saver: PointsSaver;
 }
 
 /** What happened to a request on a proxied path, for its request event. */
@@ -28,6 +31,8 @@ export class ProxyOutcome {
   operation?: string;
   upstreamStatus?: number;
   upstreamMs?: number;
+  /** How the points saver answered. */
+  cache?: CacheResult;
   private readonly bytesBefore: number;
 
   constructor(
@@ -54,15 +59,6 @@ declare module 'fastify' {
   }
 }
 
-/** A 401 body is a few bytes ("Unauthorized"); keep at most this much to pass it back. */
-const MAX_401_BODY = 64 * 1024;
-
-/** What Bitquery means by the statuses counted per key (see the README). */
-const LIMIT_MEANING: Record<number, string> = {
-  402: 'Bitquery points exhausted or no active billing period',
-  429: 'Bitquery rate, session or stream limit reached (Too Many Sessions)',
-};
-
 /** "59 seconds", "1 minute": when a limited caller may come back, in words. */
 function retryIn(seconds: number): string {
   const minutes = Math.round(seconds / 60);
@@ -77,14 +73,15 @@ function rateHeaders(reply: FastifyReply, decision: RateDecision): void {
 }
 
 export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions): Promise<void> {
-  const { config, resolveCaller, admission } = options;
+  const { config, resolveCaller, admission, saver } = options;
   /** Upstream 402 and 429 answers, per key name and status, for the warning lines. */
   const limitHits = new Map<string, number>();
 
   app.decorateRequest('caller', null);
   app.decorateRequest('proxyOutcome', null);
 
-  // Every content type is taken as raw bytes: the proxy never parses GraphQL, it only re-sends it.
+  // Every content type is taken as raw bytes and re-sent as it came (the points saver reads a
+  // GraphQL request only to tell identical ones apart).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
 
@@ -105,10 +102,10 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     }, done);
   };
 
-  async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply | undefined> {
-    const { credentialSet, keyName } = request.caller!;
+  async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<void> {
+    const { credentialSet, keyName, policy } = request.caller!;
     const tooMany = headerLimit(request.raw.rawHeaders);
-    if (tooMany) return sendError(reply, tooMany);
+    if (tooMany) return void sendError(reply, tooMany);
     const body = request.body as Buffer | undefined;
     const outcome = request.proxyOutcome!;
     outcome.bytesIn = body?.length ?? 0;
@@ -116,83 +113,30 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     const search = q === -1 ? '' : request.url.slice(q + 1);
     outcome.operation = operationName(body, search);
 
-    let token: string;
-    try {
-      token = await credentialSet.tokens.getToken(config.tokenWaitMs);
-    } catch (err) {
-      if (err instanceof ProxyError) return sendError(reply, err);
-      throw err;
-    }
-
-    const target = path + withoutTokenParam(search);
-    const headers = upstreamRequestHeaderList(request.headers);
-
-    // From here the answer is written by hand, straight from undici's callbacks.
+    const exchange = createExchange({
+      credentialSet,
+      method: request.method as Dispatcher.HttpMethod,
+      target: path + withoutTokenParam(search),
+      headers: upstreamRequestHeaderList(request.headers) as string[],
+      body,
+      timeouts: config,
+      facts: outcome,
+      log: request.log,
+      reqId: request.id,
+      keyName,
+      limitHits,
+      onError: (error) => (request.proxyError = error),
+    });
+    // From here the answer is written by hand: by the saver from its cache, or from the exchange.
     reply.hijack();
-    const client = new ClientLink(reply.raw, config.clientTimeoutMs, () =>
-      request.log.warn({ clientTimeoutMs: config.clientTimeoutMs }, 'the client stopped reading the answer for CLIENT_TIMEOUT_MS: connection cut, upstream request released'),
-    );
-    const baseHeaders = reply.getHeaders() as OutgoingHttpHeaders;
-    const send = async (bearer: string, hold?: number): Promise<RelayResult> => {
-      let release: () => void;
-      try {
-        release = await credentialSet.slots.acquire();
-      } catch (err) {
-        return { kind: 'failed', error: err as Error, headersSent: false };
-      }
-      outcome.attempts += 1;
-      const started = performance.now();
-      return relay({
-        upstream: credentialSet.upstream,
-        request: {
-          path: target,
-          method: request.method as Dispatcher.HttpMethod,
-          headers: ['authorization', `Bearer ${bearer}`, ...headers] as string[],
-          body,
-          headersTimeout: config.upstreamTimeoutMs,
-          bodyTimeout: config.upstreamTimeoutMs,
-        },
-        client,
-        baseHeaders,
-        hold,
-        holdLimit: MAX_401_BODY,
-        onStatus: (status) => {
-          if (provesToken(status)) credentialSet.tokens.tokenWorked(bearer);
-          outcome.upstreamStatus = status;
-          outcome.upstreamMs = Math.round((performance.now() - started) * 100) / 100;
-        },
-      }).finally(release);
-    };
-
-    const sentAt = performance.now();
-    let result = await send(token, 401);
-    if (result.kind === 'held') {
-      // The 401 is kept so it can be passed back if no other token is to be had.
-      const first = result;
-      const fresh = await credentialSet.tokens.tokenRejected(token, config.tokenWaitMs, sentAt);
-      if (client.gone) return;
-      if (fresh === undefined) {
-        reply.raw.writeHead(first.status, { ...baseHeaders, ...first.headers, 'content-length': first.body.length }).end(first.body);
-        return;
-      }
-      result = await send(fresh);
-    }
-    if (result.kind === 'failed') {
-      if (client.gone) return;
-      const failure = result.error instanceof ProxyError ? result.error : upstreamFailure(result.error);
-      request.log.warn({ reqId: request.id, upstreamError: failure.message }, 'upstream request failed');
-      request.proxyError = failure;
-      // Part of the answer is out: all the client can be told is that the rest will not come.
-      if (result.headersSent) reply.raw.destroy();
-      else writeError(reply.raw, failure, baseHeaders);
-      return;
-    }
-    const meaning = LIMIT_MEANING[result.status];
-    if (meaning) {
-      const counter = `${keyName ?? ''} ${result.status}`;
-      const count = (limitHits.get(counter) ?? 0) + 1;
-      limitHits.set(counter, count);
-      request.log.warn({ reqId: request.id, key: keyName, upstreamStatus: result.status, count }, `upstream answered ${result.status}: ${meaning}; passed to the client unchanged`);
+    const base = reply.getHeaders() as OutgoingHttpHeaders;
+    const facts = { method: request.method, path, search, body, headers: request.headers, credentials: credentialSet.name, cacheTtlMs: policy.cacheTtlMs };
+    const result = await saver.handle(facts, exchange, reply.raw, base, (cache) => (outcome.cache = cache));
+    if (result.cut) {
+      request.log.warn(
+        { reqId: request.id, maxBufferedBytes: config.savings.maxBufferedBytes },
+        'the client fell more than COALESCE_MAX_BUFFERED_BYTES behind the others sharing its answer: connection cut',
+      );
     }
   }
 

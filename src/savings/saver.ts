@@ -69,15 +69,20 @@ export function settingsProblem(settings: SavingsSettings): string | undefined {
 }
 
 /**
- * The daemon's saver: with an in-memory cache when CACHE_TTL_MS or any key's `cacheTtlMs` is
- * above 0, else coalescing only.
+ * The in-process cache tier, when CACHE_TTL_MS or any key's `cacheTtlMs` (`keyTtls`) is above 0;
+ * undefined otherwise (coalescing only). The daemon may put another tier in front of it.
  */
-export function createPointsSaver(settings: SavingsSettings, keyTtls: readonly number[], onError: (error: unknown) => void): PointsSaver {
-  const cached = settings.cacheTtlMs > 0 || keyTtls.some((ttl) => ttl > 0);
+export function memoryStoreFor(settings: SavingsSettings, keyTtls: readonly number[]): MemoryStore | undefined {
+  if (settings.cacheTtlMs === 0 && !keyTtls.some((ttl) => ttl > 0)) return undefined;
+  return new MemoryStore({ maxBytes: settings.cacheMaxBytes, maxEntryBytes: settings.cacheMaxEntryBytes });
+}
+
+/** The daemon's saver over `store` (from memoryStoreFor, or a tier built on it); no store: coalescing only. */
+export function createPointsSaver(settings: SavingsSettings, store: (AnswerStore & StoreStats) | undefined, onError: (error: unknown) => void): PointsSaver {
   return new PointsSaver({
     coalesce: settings.coalesce,
     cacheTtlMs: settings.cacheTtlMs,
-    store: cached ? new MemoryStore({ maxBytes: settings.cacheMaxBytes, maxEntryBytes: settings.cacheMaxEntryBytes }) : undefined,
+    store,
     maxHeldBytes: settings.cacheMaxEntryBytes,
     maxHeldTotalBytes: settings.cacheMaxBytes,
     maxBacklogBytes: settings.maxBufferedBytes,
@@ -137,12 +142,13 @@ export class PointsSaver {
    * Answers one request on a proxied path into `res`. `exchange` performs one upstream exchange
    * (token, dispatch, 401 retry) into the sink it is given; it is called at most once, and not
    * at all for a hit or a joiner. `base` holds the headers already set for this client (CORS,
-   * rate limit); the upstream's own win a clash, as without the saver. Resolves once this
-   * client's answer is written whole, cut, or the client has gone.
+   * rate limit); the upstream's own win a clash, as without the saver. `decided` is told how the
+   * request is served before anything is written (the request event is built when the answer
+   * ends). Resolves once this client's answer is written whole, cut, or the client has gone.
    */
-  async handle(facts: RequestFacts, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders = {}): Promise<SaverOutcome> {
+  async handle(facts: RequestFacts, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders = {}, decided?: (cache: CacheResult) => void): Promise<SaverOutcome> {
     const plan = classify(facts, this.classifyOptions);
-    if (plan.kind === 'bypass') return this.lead(undefined, exchange, res, base, 'BYPASS');
+    if (plan.kind === 'bypass') return this.lead(undefined, exchange, res, base, 'BYPASS', decided);
     const { key, credentials } = plan;
     if (plan.lookup) {
       // The in-memory store answers at once: no turn of the event loop for a hit.
@@ -161,6 +167,7 @@ export class PointsSaver {
       const now = this.now();
       if (entry && (plan.maxAgeMs === undefined || now - entry.storedAt < plan.maxAgeMs)) {
         this.count('hit', credentials);
+        decided?.('hit');
         this.serveHit(res, base, entry, now);
         return { cache: 'hit', cut: false };
       }
@@ -168,14 +175,23 @@ export class PointsSaver {
     const flight = plan.coalesce ? this.flights.get(key) : undefined;
     if (flight) {
       this.count('coalesced', credentials);
+      decided?.('coalesced');
       return { cache: 'coalesced', ...(await flight.add(res, base, 'COALESCED')) };
     }
-    return this.lead(plan, exchange, res, base, 'MISS');
+    return this.lead(plan, exchange, res, base, 'MISS', decided);
   }
 
-  private async lead(plan: { key: string; coalesce: boolean; ttlMs: number } | undefined, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, role: FlightRole): Promise<SaverOutcome> {
+  private async lead(
+    plan: { key: string; coalesce: boolean; ttlMs: number } | undefined,
+    exchange: Exchange,
+    res: ServerResponse,
+    base: OutgoingHttpHeaders,
+    role: FlightRole,
+    decided: ((cache: CacheResult) => void) | undefined,
+  ): Promise<SaverOutcome> {
     const cache: CacheResult = role === 'MISS' ? 'miss' : 'bypass';
     this.requests[cache] += 1;
+    decided?.(cache);
     const { maxHeldBytes, maxBacklogBytes } = this.options;
     const flight = new Flight({
       maxHeldBytes,

@@ -408,6 +408,14 @@ t.test('GraphQL over HTTP', async (t) => {
     r = await gql(fake, token);
     t.match(await r.json(), { data: { echo: { path: '/graphql' } } }, 'back to default');
     t.ok(Date.now() - start >= 50, 'graphqlDelayMs applied');
+
+    fake.graphqlDelayMs = 60_000;
+    const before = fake.graphqlRequests.length;
+    const held = [gql(fake, token), gql(fake, token)];
+    await waitFor(() => fake.graphqlRequests.length === before + 2, 2000, 'two held requests');
+    t.equal(fake.endDelays(), 2, 'both delays ended');
+    for (const answer of await Promise.all(held)) t.match(await answer.json(), { data: { echo: { path: '/graphql' } } }, 'answered at once');
+    t.equal(fake.endDelays(), 0, 'nothing left to end');
   });
 
   t.test('large streamed response (variables.bytes)', async (t) => {

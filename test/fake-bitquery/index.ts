@@ -27,7 +27,8 @@
  *   Answers 200 {"data":{"echo":{method, path, query, variables, operationName, bodyBytes,
  *   bodySha256}}}, or a streamed {"data":{"blob":"xxx..."}} of variables.bytes x's. graphqlScript
  *   queue of canned answers, graphqlDelayMs, rejectNextTokens (valid tokens answered 401, HTTP and
- *   WebSocket handshakes); graphqlRequests record.
+ *   WebSocket handshakes); graphqlRequests record. endDelays() ends every delay under way at once
+ *   (hold answers with a long delay, release them when the test is ready).
  *
  * Usage API: GET /api/usage with `Authorization: Bearer <token>` (no `?token=`)
  *   - A token the fake issued and still valid, else 401 text `Unauthorized`. Other methods: 405.
@@ -802,11 +803,7 @@ export class FakeBitquery extends EventEmitter {
     if (this.closePromise) return this.closePromise;
     this.closing = true;
     this.closePromise = (async () => {
-      for (const [t, wake] of this.timers) {
-        clearTimeout(t);
-        wake();
-      }
-      this.timers.clear();
+      this.endDelays();
       this.ws.close();
       for (const res of this.openResponses) res.destroy();
       this.openResponses.clear();
@@ -822,6 +819,17 @@ export class FakeBitquery extends EventEmitter {
   // ------------------------------------------------------------------ internals
 
   /** Resolves after ms, or immediately once close() starts. */
+  /** Ends every delay under way (graphqlDelayMs, scripted delayMs, tokenDelayMs, usageDelayMs) now; returns how many. */
+  endDelays(): number {
+    const ended = this.timers.size;
+    for (const [t, wake] of this.timers) {
+      clearTimeout(t);
+      wake();
+    }
+    this.timers.clear();
+    return ended;
+  }
+
   private delay(ms: number): Promise<void> {
     if (ms <= 0 || this.closing) return Promise.resolve();
     return new Promise((resolve) => {

@@ -75,7 +75,8 @@ t.test('Authorization is sent first; over 100 request headers get 431 and nothin
 });
 
 t.test('a client provoking 401s cannot force renewals while the token works for others; revocations still renew once', async (t) => {
-  const { fake, proxy } = await startPair(t, { env: { TOKEN_WAIT_MS: '30000' } });
+  // Each request its own upstream request (identical queries in flight would share one answer).
+  const { fake, proxy } = await startPair(t, { env: { TOKEN_WAIT_MS: '30000', COALESCE: 'false' } });
   t.equal((await post(proxy.url)).status, 200);
   t.equal(fake.tokenRequests.length, 1);
 

@@ -212,7 +212,8 @@ t.test('a 401 with a large body is kept only up to 64 KiB: the retry still comes
 });
 
 t.test('forty concurrent requests that all hit 401 cause exactly one token request', async (t) => {
-  const { fake, proxy } = await startPair(t);
+  // Forty upstream requests, not one shared by forty clients (that is test/savings/e2e.test.ts).
+  const { fake, proxy } = await startPair(t, { env: { COALESCE: 'false' } });
   await post(`${proxy.url}/graphql`);
   fake.revokeAll();
   const results = await Promise.all(Array.from({ length: 40 }, () => post(`${proxy.url}/graphql`)));

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { Agent, request } from 'undici';
-import { createPointsSaver, PointsSaver, settingsProblem } from '../../src/savings/saver.js';
+import { createPointsSaver, memoryStoreFor, PointsSaver, settingsProblem } from '../../src/savings/saver.js';
 import type { AnswerSink } from '../../src/savings/flight.js';
 import { startRig, defaultAnswer, type Rig, type UpstreamRequest } from '../helpers/saver-rig.js';
 import { waitFor } from '../helpers/proxy-process.js';
@@ -350,8 +350,8 @@ t.test('settings that do not fit are refused; the daemon\'s saver has a cache on
   t.equal(settingsProblem({ ...settings, cacheMaxBytes: 1000, cacheMaxEntryBytes: 1001 }), 'CACHE_MAX_ENTRY_BYTES (1001) must not be above CACHE_MAX_BYTES (1000)');
   t.throws(() => new PointsSaver({ coalesce: true, cacheTtlMs: 0, maxHeldBytes: 10, maxHeldTotalBytes: 100, maxBacklogBytes: 10, onError: () => {} }), RangeError);
   t.same(
-    [createPointsSaver(settings, [0, 5000], () => {}), createPointsSaver({ ...settings, cacheTtlMs: 1000 }, [], () => {}), createPointsSaver(settings, [0], () => {})].map((s) => s.caching),
+    [memoryStoreFor(settings, [0, 5000]), memoryStoreFor({ ...settings, cacheTtlMs: 1000 }, []), memoryStoreFor(settings, [0])].map((s) => createPointsSaver(settings, s, () => {}).caching),
     [true, true, false],
   );
-  t.equal(createPointsSaver(settings, [], () => {}).cacheBytes, 0);
+  t.equal(createPointsSaver(settings, undefined, () => {}).cacheBytes, 0);
 });
