@@ -230,6 +230,12 @@ async function startProxy(upstream: string): Promise<{ child: ChildProcess; url:
         PORT: String(port),
         HOST: '127.0.0.1',
         LOG_LEVEL: opts.logLevel,
+        // No admin listener (its default port may be taken) and no Usage API polls.
+        ADMIN_PORT: 'off',
+        USAGE_POLL_MS: '0',
+        // Every request here is the same query: coalesced, most would never reach the upstream.
+        // This measures forwarding; bench/cache.ts measures the points saver.
+        COALESCE: 'false',
         ...opts.proxyEnv,
       },
       // stdout (one access-log line per request at info) goes to a file: never blocks, costs
