@@ -15,7 +15,9 @@ import { Metrics } from './observability/metrics.js';
 import { StatusBoard } from './observability/status.js';
 import type { ObservedSet } from './observability/types.js';
 import { UsagePoller } from './observability/usage.js';
+import { shareMetrics, sharedTotals } from './observability/share-metrics.js';
 import { createWsProxy } from './proxy/ws/index.js';
+import { createShareMode } from './proxy/ws/share.js';
 import { buildServer } from './server.js';
 
 export interface Daemon {
@@ -48,8 +50,6 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
   const admission = new MemoryAdmission();
   const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events });
-  const ws = createWsProxy({ config, logger, resolveCaller, admission, events });
-
   // Observability: metrics and the status board subscribe to the events; the usage poller asks
   // Bitquery's Usage API with each set's token. None of them is on the request path.
   const sets: ObservedSet[] = config.credentialSets.map((s) => ({ name: s.name, mode: s.credentials.mode, tokens: credentialSets.get(s.name)!.tokens }));
@@ -62,6 +62,12 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     logger: logger.child({ component: 'usage' }),
     timeoutMs: config.tokenTimeoutMs,
   });
+  // WS_MODE=share: graphql-ws/graphql-transport-ws clients share upstream streams; the rest is relayed.
+  const share =
+    config.wsMode === 'share'
+      ? createShareMode({ config, resolveCaller, admission, logger, events, subscriptionLimit: (name) => usage.state(name)?.usage?.subscriptionLimit })
+      : undefined;
+  const ws = createWsProxy({ config, logger, resolveCaller, admission, events, ...(share && { takeOver: share }) });
   app.server.on('upgrade', ws.handleUpgrade);
 
   // In-flight HTTP requests, so that shutdown closes the streams only once they have drained.
@@ -80,7 +86,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   let observed: { metrics: Metrics; board: StatusBoard; admin: Admin } | undefined;
   if (config.adminPort !== 'off') {
     const metrics = new Metrics({ events, paths: config.paths, sets, isKnownKey: (name) => keys.has(name) });
-    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic: () => metrics.traffic(), usage, budgetWarnPercent: config.budgetWarnPercent });
+    if (share) shareMetrics(metrics, events, sets.map((s) => s.name), () => share.engine.stats());
+    const traffic = async () => ({ ...(await metrics.traffic()), ...(share && sharedTotals(share.engine.stats())) });
+    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic, usage, budgetWarnPercent: config.budgetWarnPercent });
     const admin = await startAdmin({ host: config.adminHost, port: config.adminPort, logger, metrics, readiness: () => readiness(credentialSets), status: () => board.data() });
     observed = { metrics, board, admin };
   }

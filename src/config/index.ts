@@ -235,6 +235,12 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     ]),
     wsMaxMessageBytes: n('WS_MAX_MESSAGE_BYTES'),
     wsMaxUpstreamMessageBytes: n('WS_MAX_UPSTREAM_MESSAGE_BYTES'),
+    wsMode: raw.WS_MODE as Config['wsMode'],
+    wsLingerMs: n('WS_LINGER_MS'),
+    wsUpstreamIdleMs: n('WS_UPSTREAM_IDLE_MS'),
+    wsReconnectAttempts: n('WS_RECONNECT_ATTEMPTS'),
+    wsMaxUpstreamStreams: n('WS_MAX_UPSTREAM_STREAMS'),
+    wsInitTimeoutMs: n('WS_INIT_TIMEOUT_MS'),
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { Events } from '../events.js';
-import { graphqlRequest } from '../graphql/identity.js';
+import { graphqlRequest, type GraphqlRequest } from '../graphql/identity.js';
 import type { Hub } from './hub.js';
 import {
   CLOSE,
@@ -31,7 +31,7 @@ import {
   type OperationPayload,
   type Protocol,
 } from './protocol.js';
-import type { Authenticate, Principal, Release, Subscriber } from './types.js';
+import type { Acquired, Authenticate, Principal, Release, Subscriber } from './types.js';
 import type { UpstreamStream } from './upstream.js';
 
 export interface SessionSettings {
@@ -52,6 +52,8 @@ export interface SessionContext {
   onClose(session: ClientSession): void;
 }
 
+const noRelease: Release = () => {};
+
 /** Why the proxy closed a client socket itself. */
 type Cause = 'protocol_error' | 'forbidden' | 'init_timeout' | 'slow_client' | 'ping_timeout' | 'shutdown';
 
@@ -59,14 +61,15 @@ type Cause = 'protocol_error' | 'forbidden' | 'init_timeout' | 'slow_client' | '
 const CLOSE_GRACE_MS = 2000;
 
 class ClientSubscription implements Subscriber {
+  /** Unset while its per-key slot is being taken. */
   stream?: UpstreamStream;
+  release: Release = noRelease;
 
   constructor(
     private readonly session: ClientSession,
     readonly id: string,
     readonly idJson: string,
     private readonly prefix: Buffer,
-    readonly release: Release,
   ) {}
 
   next(payload: Buffer): void {
@@ -81,8 +84,6 @@ class ClientSubscription implements Subscriber {
     this.session.ended(this);
   }
 }
-
-const noRelease: Release = () => {};
 
 export class ClientSession {
   /** Set by any message or pong; cleared by each heartbeat. */
@@ -248,19 +249,37 @@ export class ClientSession {
     const request = graphqlRequest(payload);
     if (!request) return this.error(idJson, [{ message: 'the query is not a GraphQL document that can run (a syntax error, or no such operation)' }]);
     const principal = this.principal!;
+    const sub = new ClientSubscription(this, id, idJson, nextPrefix(this.protocol, idJson));
+    // The id is held from now on: a complete (or the socket closing) while the slot is taken ends it.
+    this.subs.set(id, sub);
     const taken = principal.acquire?.() ?? noRelease;
-    if (typeof taken !== 'function') {
-      this.ctx.events?.emit('streamCapRefused', { credentials: principal.credentials, scope: 'key', ...(principal.key !== undefined && { key: principal.key }) });
-      return this.error(idJson, [{ message: taken.refused }]);
+    if (typeof taken === 'function' || !('then' in taken)) return this.join(principal, request, sub, taken);
+    taken.then(
+      (result) => this.join(principal, request, sub, result),
+      (err: Error) => this.join(principal, request, sub, { refused: `the key's subscription limit cannot be checked now: ${err.message}` }),
+    );
+  }
+
+  /** The per-key slot is decided: the subscription joins its stream, or is refused. */
+  private join(principal: Principal, request: GraphqlRequest, sub: ClientSubscription, taken: Acquired): void {
+    if (this.subs.get(sub.id) !== sub) {
+      // Completed, replaced or disconnected meanwhile.
+      if (typeof taken === 'function') taken();
+      return;
     }
-    const sub = new ClientSubscription(this, id, idJson, nextPrefix(this.protocol, idJson), taken);
+    if (typeof taken !== 'function') {
+      this.subs.delete(sub.id);
+      this.ctx.events?.emit('streamCapRefused', { credentials: principal.credentials, scope: 'key', ...(principal.key !== undefined && { key: principal.key }) });
+      return this.error(sub.idJson, [{ message: taken.refused }]);
+    }
+    sub.release = taken;
     const joined = this.ctx.hub.subscribe(principal, this.path, request, sub);
     if ('refused' in joined) {
+      this.subs.delete(sub.id);
       sub.release();
-      return this.error(idJson, [{ message: joined.refused }]);
+      return this.error(sub.idJson, [{ message: joined.refused }]);
     }
     sub.stream = joined;
-    this.subs.set(id, sub);
     this.subscriptionsTotal += 1;
   }
 
@@ -269,7 +288,7 @@ export class ClientSession {
     const sub = this.subs.get(id);
     if (!sub) return;
     this.subs.delete(id);
-    sub.stream!.leave(sub);
+    sub.stream?.leave(sub);
     sub.release();
   }
 
@@ -283,7 +302,7 @@ export class ClientSession {
     this.closing = true;
     clearTimeout(this.initTimer);
     for (const sub of this.subs.values()) {
-      sub.stream!.leave(sub);
+      sub.stream?.leave(sub);
       sub.release();
     }
     this.subs.clear();

@@ -118,7 +118,8 @@ const wsLogs = (proxy: ProxyProcess, msg: string) => proxy.logs().filter((l: Log
 async function startPreparedPair(t: Test, prepare: (fake: FakeBitquery) => void, env: Record<string, string>, fakeOptions: FakeBitqueryOptions = {}): Promise<Pair> {
   const fake = await FakeBitquery.start({ clientSecret: SECRET, ...fakeOptions });
   prepare(fake);
-  const proxy = await spawnProxy({ ...fakeEnv(fake), ...env });
+  // WS_MODE=relay: these tests are about the 1:1 relay (share mode: test/subscriptions/).
+  const proxy = await spawnProxy({ ...fakeEnv(fake), WS_MODE: 'relay', ...env });
   const pair: Pair = { fake, proxy, secrets: [SECRET] };
   t.teardown(async () => {
     await proxy.stop();

@@ -1,1 +1,1 @@
-export { createWsProxy, type Handshake, type TakeOver, type WsProxy, type WsProxyOptions } from './proxy.js';
+export { createWsProxy, type Offered, type TakeOver, type WsProxy, type WsProxyOptions } from './proxy.js';
