@@ -42,6 +42,9 @@ t.test('WS_MODE=share (the default)', async (t) => {
     t.equal(fake.wsHandshakes.length, 1, 'one upstream handshake');
     t.same(fake.wsHandshakes[0]!.protocols, ['graphql-ws'], 'the proxy speaks legacy graphql-ws upstream');
     t.equal(await metric(admin, 'bitquery_proxy_ws_upstream_streams', 'credentials="default"'), 1);
+    const status = (await (await fetch(`${admin}/status.json`)).json()) as { traffic: { subscriptions: number; upstreamStreams: number } };
+    t.match(status.traffic, { subscriptions: 15, upstreamStreams: 1 }, 'the status page shows subscriptions against upstream streams');
+    t.match(await (await fetch(`${admin}/status`)).text(), />15 on 1<\/div><div class="label">subscriptions on upstream streams</);
 
     for (let n = 0; n < 3; n++) fake.publish('dex');
     const expected = [1, 2, 3].map((seq) => ({ events: { seq, topic: 'dex' } }));
