@@ -260,6 +260,8 @@ async function bench(): Promise<void> {
         WS_MAX_STREAMS: '100000',
         // This phase measures the 1:1 relay; the share phase is bench/ws-share.ts.
         WS_MODE: 'relay',
+        // No admin listener: its default port may be taken by another proxy on the machine.
+        ADMIN_PORT: 'off',
       },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
