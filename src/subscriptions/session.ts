@@ -6,7 +6,6 @@
 // dropped with 1013, never slowing the others or the upstream), one incoming message of at most
 // the server's maxPayload, and per subscription a small object with its id and framing prefix (at
 // most `maxSubscriptions` of them). No event is ever queued per subscription.
-import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { Events } from '../events.js';
@@ -19,7 +18,6 @@ import {
   connectionError,
   errorMessage,
   fitReason,
-  frameNext,
   initKey,
   KEEP_ALIVE,
   LEGACY,
@@ -31,8 +29,8 @@ import {
   type OperationPayload,
   type Protocol,
 } from './protocol.js';
-import type { Acquired, Authenticate, Principal, Release, Subscriber } from './types.js';
-import type { UpstreamStream } from './upstream.js';
+import { batching, ClientSubscription, noRelease } from './client-subscription.js';
+import type { Acquired, Authenticate, Principal } from './types.js';
 
 export interface SessionSettings {
   /** connection_init must arrive within this (else 4408, or 4403 when a key is still owed). */
@@ -52,38 +50,11 @@ export interface SessionContext {
   onClose(session: ClientSession): void;
 }
 
-const noRelease: Release = () => {};
-
 /** Why the proxy closed a client socket itself. */
 type Cause = 'protocol_error' | 'forbidden' | 'init_timeout' | 'slow_client' | 'ping_timeout' | 'shutdown';
 
 /** After the proxy closes a client, how long it gets to answer the close frame before its socket is cut. */
 const CLOSE_GRACE_MS = 2000;
-
-class ClientSubscription implements Subscriber {
-  /** Unset while its per-key slot is being taken. */
-  stream?: UpstreamStream;
-  release: Release = noRelease;
-
-  constructor(
-    private readonly session: ClientSession,
-    readonly id: string,
-    readonly idJson: string,
-    private readonly prefix: Buffer,
-  ) {}
-
-  next(payload: Buffer): void {
-    this.session.send(frameNext(this.prefix, payload));
-  }
-
-  fail(errors: readonly ErrorLike[]): void {
-    this.session.ended(this, errors);
-  }
-
-  complete(): void {
-    this.session.ended(this);
-  }
-}
 
 export class ClientSession {
   /** Set by any message or pong; cleared by each heartbeat. */
@@ -331,24 +302,4 @@ export class ClientSession {
       'client connection closed',
     );
   }
-}
-
-/**
- * Corks the socket under `ws` until the end of the current tick: the events of one upstream read
- * leave in one write per client instead of one write (one syscall) per event. Returns the function
- * to call before each send.
- */
-function batching(ws: WebSocket): () => void {
-  const socket = (ws as unknown as { _socket: Duplex })._socket;
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
-  return () => {
-    if (corked) return;
-    corked = true;
-    socket.cork();
-    process.nextTick(uncork);
-  };
 }

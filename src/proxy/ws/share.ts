@@ -12,7 +12,7 @@ import { ProxyError } from '../../errors.js';
 import type { Events } from '../../events.js';
 import { createSharedSubscriptions, type SharedSubscriptions } from '../../subscriptions/engine.js';
 import type { Acquired, Principal } from '../../subscriptions/types.js';
-import type { TakeOver } from './proxy.js';
+import type { TakeOver } from './take-over.js';
 
 /** Upper bound on waiting for the upstream's handshake response once connected (as the relay). */
 const HANDSHAKE_RESPONSE_MAX_MS = 10_000;
