@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { Events } from '../events.js';
 import { graphqlRequest, type GraphqlRequest } from '../graphql/identity.js';
+import { batching } from '../ws-batching.js';
 import type { Hub } from './hub.js';
 import {
   CLOSE,
@@ -29,7 +30,7 @@ import {
   type OperationPayload,
   type Protocol,
 } from './protocol.js';
-import { batching, ClientSubscription, noRelease } from './client-subscription.js';
+import { ClientSubscription, noRelease } from './client-subscription.js';
 import type { Acquired, Authenticate, Principal } from './types.js';
 
 export interface SessionSettings {
