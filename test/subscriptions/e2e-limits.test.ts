@@ -9,6 +9,7 @@ import t from 'tap';
 import { SECRET, startFake, startPair, startProxy } from '../helpers/pair.js';
 import { waitFor } from '../helpers/proxy-process.js';
 import { adminOf, EVENTS, metric, streamsOf, wsUrl } from './e2e-helpers.js';
+import { wsRefusal } from '../helpers/ws-refusal.js';
 import { libSubscribe, RawClient } from './helpers.js';
 
 const ALICE = 'alice-share-key-5b7e2c9d41';
@@ -172,4 +173,19 @@ t.test('the stream cap, a silent upstream, a slow subscriber', async (t) => {
     await waitFor(() => fake.openSockets() === 0, 10_000, 'no upstream socket left');
     t.ok(fake.wsCloses.some((c) => c.code === 1001), 'closed with 1001 (going away)');
   });
+});
+
+t.test('WS_MAX_STREAMS counts share-mode client sockets too', async (t) => {
+  const { fake, proxy } = await startPair(t, { env: { WS_MAX_STREAMS: '2' } });
+  const url = wsUrl(proxy);
+  const held = [await RawClient.open(url, 'graphql-ws'), await RawClient.open(url, 'graphql-transport-ws')];
+  t.teardown(() => held.forEach((c) => c.ws.terminate()));
+  const refused = await wsRefusal(url);
+  t.equal(refused.status, 503);
+  t.match(refused.body, { error: 'too_many_streams', message: /2 streams are open \(WS_MAX_STREAMS\)/ });
+  held[0]!.ws.close();
+  await held[0]!.closed;
+  const again = await waitFor(() => RawClient.open(url, 'graphql-ws').catch(() => undefined), 10_000, 'room again');
+  held.push(again);
+  t.equal(fake.wsHandshakes.length, 0, 'share-mode sockets open nothing upstream before a subscription');
 });
