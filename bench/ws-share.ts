@@ -1,28 +1,28 @@
-// Share-mode benchmark: N client subscriptions over D distinct queries through the sharing engine
-// (src/subscriptions), checking that exactly D upstream sockets are held, and measuring events
-// delivered a second, the latency one event gains through the engine, and memory per client
-// subscription.
+// Share-mode benchmark (the share phase of bench/ws.ts): N client subscriptions over D distinct
+// queries through the proxy as users start it (`node dist/cli.js`, WS_MODE=share, static token),
+// checking that exactly D upstream sockets are held, and measuring events delivered a second, the
+// latency one event gains through the proxy, and the proxy's memory per client subscription.
 //
-//   node --import tsx bench/ws-share.ts
+//   npx tsc -p tsconfig.json && node --import tsx bench/ws-share.ts
 //   node --import tsx bench/ws-share.ts --help
 //
 // Processes: this one (the clients, half legacy graphql-ws, half graphql-transport-ws, by hand), the
-// upstream (this file with --role upstream: a legacy graphql-ws server that publishes on command),
-// and the engine (--role engine: createSharedSubscriptions behind a node:http upgrade listener, with
-// --expose-gc so its memory is read after a full collection). Commands and answers go over IPC.
+// upstream (this file with --role upstream: a legacy graphql-ws server that publishes on command,
+// over IPC), and the proxy, whose counts are read from its admin /metrics and its memory from /proc.
 // Loopback only; the whole run is cut at 120 s.
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import pino from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
+import { freePort } from './free-port.js';
 
 const HARD_LIMIT_MS = 120_000;
 const TOKEN = 'bench-token';
+const ROOT = resolve(import.meta.dirname, '..');
 
 const HELP = `Usage: node --import tsx bench/ws-share.ts [options]
 
@@ -32,19 +32,20 @@ const HELP = `Usage: node --import tsx bench/ws-share.ts [options]
   --burst K       events per upstream stream in each burst (default 100)
   --duration S    seconds of bursts measured (default 5)
   --samples N     single events timed for latency (default 50)
+  --proxy-entry F the proxy's cli.js (default dist/cli.js)
   -h, --help      this text
 `;
 
 const { values: args } = parseArgs({
   options: {
     role: { type: 'string', default: 'bench' },
-    upstream: { type: 'string', default: '' },
-    clients: { type: 'string', default: '1000' },
+      clients: { type: 'string', default: '1000' },
     distinct: { type: 'string', default: '10' },
     size: { type: 'string', default: '512' },
     burst: { type: 'string', default: '100' },
     duration: { type: 'string', default: '5' },
     samples: { type: 'string', default: '50' },
+    'proxy-entry': { type: 'string', default: join(ROOT, 'dist', 'cli.js') },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -58,7 +59,7 @@ if (args.help) {
 /** Epoch milliseconds with sub-millisecond precision, comparable across processes on one machine. */
 const now = () => performance.timeOrigin + performance.now();
 
-type Command = { cmd: 'burst'; n: number } | { cmd: 'one' } | { cmd: 'sockets' } | { cmd: 'memory' } | { cmd: 'stats' };
+type Command = { cmd: 'burst'; n: number } | { cmd: 'one' } | { cmd: 'sockets' };
 
 function answer(value: unknown): void {
   process.send!(value);
@@ -105,49 +106,52 @@ async function upstreamRole(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The engine, as the WebSocket proxy will run it: every handshake handed over with one principal.
+// The proxy, as users start it
 
-async function engineRole(): Promise<void> {
-  const { createSharedSubscriptions } = await import('../src/subscriptions/engine.js');
-  const origin = new URL(args.upstream);
-  const tokens = { getToken: async () => TOKEN, tokenRejected: async () => undefined };
-  const engine = createSharedSubscriptions({
-    settings: {
-      idleMs: 60_000,
-      reconnectAttempts: 5,
-      lingerMs: 2000,
-      connectTimeoutMs: 10_000,
-      tokenWaitMs: 10_000,
-      maxMessageBytes: 16 * 1024 * 1024,
-      backoffMinMs: 500,
-      backoffMaxMs: 10_000,
-      initTimeoutMs: 3000,
-      maxBufferedBytes: 4 * 1024 * 1024,
-      maxSubscriptions: 100,
-      keepAliveMs: 10_000,
-      pingIntervalMs: 30_000,
-      maxClientMessageBytes: 1024 * 1024,
+async function startProxy(upstreamPort: number): Promise<{ proxy: ChildProcess; url: string; admin: string }> {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  // An empty working directory, so no stray .env is read; removed when the bench ends.
+  const cwd = mkdtempSync(join(tmpdir(), 'bqp-bench-'));
+  process.once('exit', () => rmSync(cwd, { recursive: true, force: true }));
+  const proxy = spawn(process.execPath, [resolve(args['proxy-entry'])], {
+    cwd,
+    env: {
+      PATH: process.env.PATH,
+      BITQUERY_TOKEN: TOKEN,
+      BITQUERY_UPSTREAM: `http://127.0.0.1:${upstreamPort}`,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      ADMIN_PORT: String(adminPort),
+      USAGE_POLL_MS: '0',
+      LOG_LEVEL: 'warn',
+      WS_MODE: 'share',
+      WS_MAX_STREAMS: '100000',
+      // The bench upstream sends no keep-alive: no idle reconnects during the run.
+      WS_UPSTREAM_IDLE_MS: '600000',
     },
-    maxUpstreamStreams: () => 0,
-    logger: pino({ level: 'warn' }),
+    stdio: ['ignore', 'inherit', 'inherit'],
   });
-  const principal = { credentials: 'default', tokens, origin };
-  const server = createServer((_req, res) => res.writeHead(404).end());
-  server.on('upgrade', (req, socket, head) => {
-    const protocols = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
-    if (!engine.takeOver(req, socket, head, principal, protocols)) socket.destroy();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  process.on('message', (c: Command) => {
-    if (c.cmd === 'stats') return answer(engine.stats());
-    if (c.cmd === 'memory') {
-      (globalThis as { gc?: () => void }).gc?.();
-      const m = process.memoryUsage();
-      return answer({ rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers });
-    }
-  });
-  answer({ port: (server.address() as AddressInfo).port });
+  const admin = `http://127.0.0.1:${adminPort}`;
+  await until(
+    () => {
+      if (proxy.exitCode !== null) throw new Error(`the proxy exited (${proxy.exitCode})`);
+      return fetch(`${admin}/healthz`).then((r) => r.ok, () => false);
+    },
+    15_000,
+    'the proxy to listen',
+  );
+  return { proxy, url: `ws://127.0.0.1:${port}/graphql`, admin };
+}
+
+/** A gauge of the proxy's, from its admin /metrics. */
+async function gauge(admin: string, name: string): Promise<number> {
+  const text = await (await fetch(`${admin}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{credentials="default"} `));
+  return line === undefined ? NaN : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+function rssKb(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,10 +230,9 @@ async function bench(): Promise<void> {
     const upstream = fork(import.meta.filename, ['--role', 'upstream', '--size', String(args.size)], { execArgv });
     children.push(upstream);
     const { port: upstreamPort } = await ask<{ port: number }>(upstream, undefined);
-    const engine = fork(import.meta.filename, ['--role', 'engine', '--upstream', `http://127.0.0.1:${upstreamPort}`], { execArgv: [...execArgv, '--expose-gc'] });
-    children.push(engine);
-    const { port: enginePort } = await ask<{ port: number }>(engine, undefined);
-    const url = `ws://127.0.0.1:${enginePort}/graphql`;
+    const { proxy, url, admin } = await startProxy(upstreamPort);
+    children.push(proxy);
+    const pid = proxy.pid!;
 
     // Direct latency first: one client per query straight at the upstream (the floor).
     const direct: Client[] = [];
@@ -247,23 +250,30 @@ async function bench(): Promise<void> {
     for (const c of direct) c.ws.terminate();
     await until(async () => (await ask<{ sockets: number }>(upstream, { cmd: 'sockets' })).sockets === 0, 10_000, 'direct sockets closed');
 
+    const openAll = async () => {
+      const opened: Client[] = [];
+      for (let i = 0; i < clientsWanted; i += 100) {
+        opened.push(...(await Promise.all(Array.from({ length: Math.min(100, clientsWanted - i) }, (_, j) => openClient(url, i + j)))));
+      }
+      await until(async () => (await gauge(admin, 'bitquery_proxy_ws_subscriptions')) === clientsWanted, 20_000, 'every subscription');
+      return opened;
+    };
+    // A warm-up round (every client subscribes, then leaves): what the proxy grows once (code,
+    // young generation, buffer pools) is not counted per subscription.
+    for (const c of await openAll()) c.ws.terminate();
+    await until(async () => (await ask<{ sockets: number }>(upstream, { cmd: 'sockets' })).sockets === 0, 20_000, 'the warm-up streams closed');
     // Memory before any client, then with every client subscribed.
-    const base = await ask<{ rss: number; heapUsed: number; external: number }>(engine, { cmd: 'memory' });
-    const clients: Client[] = [];
+    const baseKb = rssKb(pid);
     const openStart = performance.now();
-    for (let i = 0; i < clientsWanted; i += 100) {
-      clients.push(...(await Promise.all(Array.from({ length: Math.min(100, clientsWanted - i) }, (_, j) => openClient(url, i + j)))));
-    }
-    await until(async () => {
-      const stats = await ask<{ credentials: { default?: { subscriptions: number } } }>(engine, { cmd: 'stats' });
-      return stats.credentials.default?.subscriptions === clientsWanted;
-    }, 20_000, 'every subscription');
+    const clients = await openAll();
     await until(async () => (await ask<{ started: number }>(upstream, { cmd: 'sockets' })).started === distinct, 20_000, 'upstream subscriptions');
     const openMs = performance.now() - openStart;
     const upstreamSockets = (await ask<{ sockets: number }>(upstream, { cmd: 'sockets' })).sockets;
-    const held = await ask<{ rss: number; heapUsed: number; external: number }>(engine, { cmd: 'memory' });
+    const upstreamStreams = await gauge(admin, 'bitquery_proxy_ws_upstream_streams');
+    await new Promise((r) => setTimeout(r, 1000));
+    const heldKb = rssKb(pid);
 
-    // Latency of one event through the engine, to every subscriber.
+    // Latency of one event through the proxy, to every subscriber.
     const sharedLatency: number[] = [];
     const lastLatency: number[] = [];
     for (let s = 0; s < Number(args.samples); s++) {
@@ -281,7 +291,7 @@ async function bench(): Promise<void> {
     let delivered = 0;
     let upstreamEvents = 0;
     const tBurst = performance.now();
-    const cpu0 = { engine: cpuSeconds(engine.pid!), clients: cpuSeconds(process.pid), upstream: cpuSeconds(upstream.pid!) };
+    const cpu0 = { proxy: cpuSeconds(pid), clients: cpuSeconds(process.pid), upstream: cpuSeconds(upstream.pid!) };
     while (performance.now() - tBurst < Number(args.duration) * 1000) {
       const before = clients.reduce((n, c) => n + c.events, 0);
       await ask(upstream, { cmd: 'burst', n: burst });
@@ -290,32 +300,32 @@ async function bench(): Promise<void> {
       upstreamEvents += burst * distinct;
     }
     const burstSeconds = (performance.now() - tBurst) / 1000;
-    const cpuUsed = { engine: cpuSeconds(engine.pid!) - cpu0.engine, clients: cpuSeconds(process.pid) - cpu0.clients, upstream: cpuSeconds(upstream.pid!) - cpu0.upstream };
+    const cpuUsed = { proxy: cpuSeconds(pid) - cpu0.proxy, clients: cpuSeconds(process.pid) - cpu0.clients, upstream: cpuSeconds(upstream.pid!) - cpu0.upstream };
     const closedEarly = clients.filter((c) => c.ws.readyState !== WebSocket.OPEN).length;
     for (const c of clients) c.ws.terminate();
 
     const f = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
     const ms = (n: number) => f(n, 2);
     const pct = (seconds: number) => `${f((seconds / burstSeconds) * 100)}%`;
-    const cpuLine = `engine ${pct(cpuUsed.engine)}, clients ${pct(cpuUsed.clients)}, upstream ${pct(cpuUsed.upstream)}`;
+    const cpuLine = `proxy ${pct(cpuUsed.proxy)}, clients ${pct(cpuUsed.clients)}, upstream ${pct(cpuUsed.upstream)}`;
     directLatency.sort((a, b) => a - b);
     sharedLatency.sort((a, b) => a - b);
     lastLatency.sort((a, b) => a - b);
-    const perSub = (field: 'rss' | 'heapUsed' | 'external') => (held[field] - base[field]) / clientsWanted / 1024;
+    const perSubKb = (heldKb - baseKb) / clientsWanted;
     const lines = [
       '',
-      `Share mode, loopback, ${availableParallelism()} cores, Node ${process.version}: ${f(clientsWanted)} client subscriptions (one socket each, half graphql-ws, half graphql-transport-ws) over ${distinct} distinct queries; ${args.size}-byte event data.`,
+      `Share mode through the proxy (dist/cli.js, WS_MODE=share), loopback, ${availableParallelism()} cores, Node ${process.version}: ${f(clientsWanted)} client subscriptions (one socket each, half graphql-ws, half graphql-transport-ws) over ${distinct} distinct queries; ${args.size}-byte event data.`,
       '',
       `| check | value |`,
       `|---|---:|`,
-      `| upstream sockets held | ${upstreamSockets} (expected ${distinct}) |`,
+      `| upstream sockets held | ${upstreamSockets} (expected ${distinct}; the proxy's gauge: ${upstreamStreams}) |`,
       `| clients subscribed in | ${f(openMs)} ms |`,
       `| events delivered to clients | ${f(delivered / burstSeconds)}/s (${f(upstreamEvents / burstSeconds)} upstream events/s, bursts of ${burst} a stream) |`,
       `| one event, direct (p50 / p99) | ${ms(quantile(directLatency, 0.5))} / ${ms(quantile(directLatency, 0.99))} ms |`,
-      `| one event through the engine, per subscriber (p50 / p99) | ${ms(quantile(sharedLatency, 0.5))} / ${ms(quantile(sharedLatency, 0.99))} ms |`,
-      `| one event through the engine, last of ${f(clientsWanted)} subscribers (p50) | ${ms(quantile(lastLatency, 0.5))} ms |`,
+      `| one event through the proxy, per subscriber (p50 / p99) | ${ms(quantile(sharedLatency, 0.5))} / ${ms(quantile(sharedLatency, 0.99))} ms |`,
+      `| one event through the proxy, last of ${f(clientsWanted)} subscribers (p50) | ${ms(quantile(lastLatency, 0.5))} ms |`,
       `| added latency (p50 per subscriber − p50 direct) | ${ms(quantile(sharedLatency, 0.5) - quantile(directLatency, 0.5))} ms |`,
-      `| engine memory per client subscription, after GC: RSS / heap / external | ${f(perSub('rss'), 1)} / ${f(perSub('heapUsed'), 1)} / ${f(perSub('external'), 1)} KiB |`,
+      `| proxy memory per client subscription (RSS delta / clients, its socket included; goal < 20 KiB) | ${f(perSubKb, 1)} KiB (${f(baseKb / 1024, 1)} → ${f(heldKb / 1024, 1)} MiB) |`,
       `| CPU during the bursts | ${cpuLine} |`,
       `| clients closed early | ${closedEarly} |`,
       '',
@@ -323,7 +333,7 @@ async function bench(): Promise<void> {
       '',
     ];
     process.stdout.write(lines.join('\n'));
-    if (upstreamSockets !== distinct || closedEarly > 0) process.exitCode = 1;
+    if (upstreamSockets !== distinct || upstreamStreams !== distinct || closedEarly > 0) process.exitCode = 1;
   } finally {
     for (const c of children) c.kill('SIGTERM');
     clearTimeout(guard);
@@ -331,5 +341,4 @@ async function bench(): Promise<void> {
 }
 
 if (args.role === 'upstream') await upstreamRole();
-else if (args.role === 'engine') await engineRole();
 else await bench();

@@ -1,5 +1,8 @@
-// WebSocket benchmark: messages per second relayed by the proxy against the same upstream read
-// directly, with 1 and with 100 streams, and the proxy's memory holding 1,000 idle streams.
+// WebSocket benchmark. Relay phase (WS_MODE=relay): messages per second relayed by the proxy
+// against the same upstream read directly, with 1 and with 100 streams, and the proxy's memory
+// holding 1,000 idle streams. Share phase (WS_MODE=share, bench/ws-share.ts run as a child): 1,000
+// client subscriptions over 10 distinct queries must hold exactly 10 upstream sockets; events a
+// second, added latency of one event, memory per client subscription.
 //
 //   npx tsc -p tsconfig.json && node --import tsx bench/ws.ts
 //   node --import tsx bench/ws.ts --help
@@ -14,6 +17,7 @@
 // a buffer fills: the proxy reads its upstream at full speed and drops a client that falls more
 // than WS_MAX_BUFFERED_BYTES behind with 1013, as Bitquery does.)
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -35,6 +39,7 @@ const HELP = `Usage: node --import tsx bench/ws.ts [options]   (build first: npx
   --size BYTES      size of each upstream message, a legacy graphql-ws "data" text frame (default 512)
   --idle N          idle streams held for the memory phase (default 1000)
   --proxy-entry F   the proxy's cli.js (default dist/cli.js)
+  --phases LIST     relay, share or relay,share (default relay,share)
   -h, --help        this text
 `;
 
@@ -46,6 +51,7 @@ const { values: args } = parseArgs({
     size: { type: 'string', default: '512' },
     idle: { type: 'string', default: '1000' },
     'proxy-entry': { type: 'string', default: join(ROOT, 'dist', 'cli.js') },
+    phases: { type: 'string', default: 'relay,share' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -252,6 +258,10 @@ async function bench(): Promise<void> {
         PORT: String(proxyPort),
         LOG_LEVEL: 'warn',
         WS_MAX_STREAMS: '100000',
+        // This phase measures the 1:1 relay; the share phase is bench/ws-share.ts.
+        WS_MODE: 'relay',
+        // No admin listener: its default port may be taken by another proxy on the machine.
+        ADMIN_PORT: 'off',
       },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
@@ -325,4 +335,15 @@ async function bench(): Promise<void> {
   }
 }
 
-if (args.role !== 'upstream') await bench();
+/** The share phase: bench/ws-share.ts in a process of its own (it forks its own upstream). */
+async function sharePhase(): Promise<void> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'ws-share.ts'), '--proxy-entry', args['proxy-entry']], { stdio: 'inherit' });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) process.exitCode = 1;
+}
+
+if (args.role !== 'upstream') {
+  const phases = new Set(args.phases.split(','));
+  if (phases.has('relay')) await bench();
+  if (phases.has('share')) await sharePhase();
+}

@@ -16,7 +16,9 @@ import { requestsSaved, savingsMetrics } from './observability/savings-metrics.j
 import { StatusBoard } from './observability/status.js';
 import type { ObservedSet } from './observability/types.js';
 import { UsagePoller } from './observability/usage.js';
+import { shareMetrics, sharedTotals } from './observability/share-metrics.js';
 import { createWsProxy } from './proxy/ws/index.js';
+import { createShareMode } from './proxy/ws/share.js';
 import { createPointsSaver, memoryStoreFor } from './savings/saver.js';
 import { buildServer } from './server.js';
 
@@ -53,8 +55,6 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const keyTtls = Object.values(config.keyPolicies).map((policy) => policy.cacheTtlMs ?? 0);
   const saver = createPointsSaver(config.savings, memoryStoreFor(config.savings, keyTtls), (err) => logger.error({ err }, 'points saver: an exchange or the cache store failed'));
   const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events, saver });
-  const ws = createWsProxy({ config, logger, resolveCaller, admission, events });
-
   // Observability: metrics and the status board subscribe to the events; the usage poller asks
   // Bitquery's Usage API with each set's token. None of them is on the request path.
   const sets: ObservedSet[] = config.credentialSets.map((s) => ({ name: s.name, mode: s.credentials.mode, tokens: credentialSets.get(s.name)!.tokens }));
@@ -67,6 +67,12 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     logger: logger.child({ component: 'usage' }),
     timeoutMs: config.tokenTimeoutMs,
   });
+  // WS_MODE=share: graphql-ws/graphql-transport-ws clients share upstream streams; the rest is relayed.
+  const share =
+    config.wsMode === 'share'
+      ? createShareMode({ config, resolveCaller, admission, logger, events, subscriptionLimit: (name) => usage.state(name)?.usage?.subscriptionLimit })
+      : undefined;
+  const ws = createWsProxy({ config, logger, resolveCaller, admission, events, ...(share && { takeOver: share }) });
   app.server.on('upgrade', ws.handleUpgrade);
 
   // In-flight HTTP requests, so that shutdown closes the streams only once they have drained.
@@ -86,7 +92,8 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   if (config.adminPort !== 'off') {
     const metrics = new Metrics({ events, paths: config.paths, sets, isKnownKey: (name) => keys.has(name) });
     savingsMetrics(metrics, saver);
-    const traffic = async () => ({ ...(await metrics.traffic()), requestsSaved: requestsSaved(saver) });
+    if (share) shareMetrics(metrics, events, sets.map((s) => s.name), () => share.engine.stats());
+    const traffic = async () => ({ ...(await metrics.traffic()), requestsSaved: requestsSaved(saver), ...(share && sharedTotals(share.engine.stats())) });
     const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic, usage, budgetWarnPercent: config.budgetWarnPercent });
     const admin = await startAdmin({ host: config.adminHost, port: config.adminPort, logger, metrics, readiness: () => readiness(credentialSets), status: () => board.data() });
     observed = { metrics, board, admin };

@@ -1,5 +1,5 @@
 // The log lines that are subscribers of events: one access line per request, and the stream lines
-// (opened, closed, refused). Each is built once from its event; the access line skips pino's
+// (opened, closed, refused; shared streams opened and closed). Each is built once from its event; the access line skips pino's
 // censoring pass (see accessLogger in log.ts) and never makes a child logger per request.
 import type { Logger } from 'pino';
 import type { Events } from './events.js';
@@ -78,6 +78,15 @@ export function logEvents(events: Events, logger: Logger, { credentialsInLines }
       },
       'stream closed',
     );
+  });
+  // Share mode: one line when an upstream stream opens, one when it ends saying how many
+  // subscribers it carried.
+  events.on('sharedStreamOpened', (e) => {
+    ws.info({ stream: e.stream, credentials: e.credentials, path: e.path, operation: e.operationName }, 'shared stream opened');
+  });
+  events.on('sharedStreamClosed', (e) => {
+    const { operationName, ...fields } = e;
+    ws.info({ ...fields, operation: operationName }, 'shared stream closed');
   });
   events.on('refused', (e) => {
     if (e.transport !== 'ws') return;

@@ -119,6 +119,64 @@ export interface UsageEvent {
   usage: AccountUsage;
 }
 
+// Share mode (src/subscriptions/): upstream streams shared by client subscriptions.
+
+/** Why an upstream stream was reconnected (the metric label). */
+export type ReconnectReason =
+  /** No message at all for `idleMs`. */
+  | 'idle'
+  /** The socket closed or broke without the proxy asking. */
+  | 'dropped'
+  /** The handshake did not complete within the connect timeout. */
+  | 'timeout'
+  /** The upstream could not be reached (refused, reset, DNS, TLS). */
+  | 'unreachable'
+  /** 401 at the handshake: the token was rejected. */
+  | 'unauthorized'
+  /** Another retryable handshake status (408, 429, 5xx). */
+  | 'refused'
+  /** connection_error instead of connection_ack. */
+  | 'connection_error'
+  /** No token within the token wait. */
+  | 'token_unavailable';
+
+/** One upstream stream, as published when it opens and when it ends. */
+export interface SharedStreamInfo {
+  stream: number;
+  credentials: string;
+  path: string;
+  operationName?: string;
+}
+
+export interface SharedStreamClosedEvent extends SharedStreamInfo {
+  ms: number;
+  /** Distinct client subscriptions it served over its life. */
+  subscribers: number;
+  /** Most at once. */
+  peakSubscribers: number;
+  /** Events received from the upstream (each delivered to every subscriber then). */
+  events: number;
+  reconnects: number;
+  /**
+   * unused: the last subscriber left and the linger ran out; upstream_complete / upstream_error:
+   * Bitquery ended it; failed: reconnect attempts exhausted or a refusal not worth retrying;
+   * shutdown.
+   */
+  cause: 'unused' | 'upstream_complete' | 'upstream_error' | 'failed' | 'shutdown';
+}
+
+export interface ReconnectEvent {
+  credentials: string;
+  reason: ReconnectReason;
+}
+
+export interface CapRefusalEvent {
+  credentials: string;
+  /** credentials: WS_MAX_UPSTREAM_STREAMS for the set; key: the key's own subscription limit. */
+  scope: 'credentials' | 'key';
+  key?: string;
+}
+
 export interface EventMap {
   request: RequestEvent;
   token: TokenEvent;
@@ -127,6 +185,10 @@ export interface EventMap {
   streamMessage: StreamMessageEvent;
   refused: RefusalEvent;
   usage: UsageEvent;
+  sharedStreamOpened: SharedStreamInfo;
+  sharedStreamClosed: SharedStreamClosedEvent;
+  upstreamReconnect: ReconnectEvent;
+  streamCapRefused: CapRefusalEvent;
 }
 
 type Listener<K extends keyof EventMap> = (event: EventMap[K]) => void;

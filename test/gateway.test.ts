@@ -25,7 +25,8 @@ t.test('keys: missing or wrong gets 401 and nothing goes upstream; both header f
   const fake = await startFake(t);
   const secrets = [SECRET, ALICE, BOB];
   const bobHash = createHash('sha256').update(BOB).digest('hex');
-  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${ALICE},bob:sha256:${bobHash}` }, {}, secrets);
+  // WS_MODE=relay: the keyless handshake refusal below is the relay's (share mode takes the key in connection_init).
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), WS_MODE: 'relay', PROXY_API_KEYS: `alice:${ALICE},bob:sha256:${bobHash}` }, {}, secrets);
 
   const none = await post(proxy.url);
   t.equal(none.status, 401);
@@ -221,7 +222,8 @@ t.test('upstream 402 and 429 pass through unchanged, counted per key with a warn
 
 t.test('WebSocket streams per key are capped', async (t) => {
   const fake = await startFake(t);
-  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, WS_MAX_STREAMS_PER_KEY: '1' }, {}, [SECRET, ALICE, BOB]);
+  // WS_MODE=relay: a relayed socket takes a place at its handshake (share mode counts subscriptions: test/subscriptions/).
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), WS_MODE: 'relay', PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, WS_MAX_STREAMS_PER_KEY: '1' }, {}, [SECRET, ALICE, BOB]);
   const open = (key: string) =>
     new Promise<WebSocket | number>((resolve) => {
       const ws = new WebSocket(`${proxy.url.replace('http', 'ws')}/graphql`, 'graphql-ws', { headers: { 'x-api-key': key } });

@@ -236,6 +236,12 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     ]),
     wsMaxMessageBytes: n('WS_MAX_MESSAGE_BYTES'),
     wsMaxUpstreamMessageBytes: n('WS_MAX_UPSTREAM_MESSAGE_BYTES'),
+    wsMode: raw.WS_MODE as Config['wsMode'],
+    wsLingerMs: n('WS_LINGER_MS'),
+    wsUpstreamIdleMs: n('WS_UPSTREAM_IDLE_MS'),
+    wsReconnectAttempts: n('WS_RECONNECT_ATTEMPTS'),
+    wsMaxUpstreamStreams: n('WS_MAX_UPSTREAM_STREAMS'),
+    wsInitTimeoutMs: n('WS_INIT_TIMEOUT_MS'),
     savings: {
       coalesce: raw.COALESCE as boolean,
       cacheTtlMs: n('CACHE_TTL_MS'),

@@ -65,6 +65,12 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'CLIENT_TIMEOUT_MS', type: 'integer', default: 30000, minimum: 1, help: 'most a client may take between bytes of its request (then 408), or to read on an answer it stopped reading (then cut)' },
   { name: 'WS_MAX_MESSAGE_BYTES', type: 'integer', default: 1048576, minimum: 1024, help: 'largest WebSocket message from a client, fragments of an unfinished one counted; larger: closed with 1009' },
   { name: 'WS_MAX_UPSTREAM_MESSAGE_BYTES', type: 'integer', default: 16777216, minimum: 1024, help: 'largest WebSocket message from the upstream, fragments counted; larger: the stream is closed with 1009' },
+  { name: 'WS_MODE', type: 'string', default: 'share', enum: ['share', 'relay'], help: 'share: one upstream stream per distinct subscription for graphql-ws/graphql-transport-ws clients; relay: every socket relayed 1:1' },
+  { name: 'WS_LINGER_MS', type: 'integer', default: 2000, minimum: 0, maximum: 600000, help: 'share mode: an upstream stream stays open this long after its last subscriber left (a rejoin reuses it); 0 = closed at once' },
+  { name: 'WS_UPSTREAM_IDLE_MS', type: 'integer', default: 15000, minimum: 100, help: 'share mode: an upstream stream that sends no message at all for this long is reconnected' },
+  { name: 'WS_RECONNECT_ATTEMPTS', type: 'integer', default: 5, minimum: 0, maximum: 100, help: "share mode: failed reconnects in a row before a stream's subscribers get an error" },
+  { name: 'WS_MAX_UPSTREAM_STREAMS', type: 'integer', default: 0, minimum: 0, help: "share mode: upstream streams per credential set; 0 = the plan's subscription_limit when known, else WS_MAX_STREAMS" },
+  { name: 'WS_INIT_TIMEOUT_MS', type: 'integer', default: 3000, minimum: 100, maximum: 600000, help: 'share mode: connection_init must arrive within this (else 4408, or 4403 while the key is owed)' },
   // Query savings (src/savings/)
   { name: 'COALESCE', type: 'boolean', default: true, help: 'send identical queries in flight at the same time upstream once, and give every waiting client the answer' },
   { name: 'CACHE_TTL_MS', type: 'integer', default: 0, minimum: 0, help: 'keep 200 answers without errors this long and answer repeats from memory; 0 = no cache (a key can still set its own cacheTtlMs)' },
@@ -118,6 +124,13 @@ export interface Config {
   clientTimeoutMs: number;
   wsMaxMessageBytes: number;
   wsMaxUpstreamMessageBytes: number;
+  wsMode: 'share' | 'relay';
+  wsLingerMs: number;
+  wsUpstreamIdleMs: number;
+  wsReconnectAttempts: number;
+  /** 0: the plan's subscription_limit when known, else wsMaxStreams. */
+  wsMaxUpstreamStreams: number;
+  wsInitTimeoutMs: number;
   /** COALESCE, CACHE_TTL_MS, CACHE_MAX_BYTES, CACHE_MAX_ENTRY_BYTES, COALESCE_MAX_BUFFERED_BYTES. */
   savings: SavingsSettings;
   /** One line per name that looks like a setting but is none, for the start-up log. */

@@ -114,11 +114,12 @@ export function createSharedSubscriptions(options: SharedSubscriptionsOptions): 
       accepting = false;
       clearInterval(heartbeat);
       clearInterval(keepAlive);
+      // Streams first, so that they end as `shutdown` (1001 upstream) rather than as unused when their last subscriber leaves.
+      hub.close();
       for (const session of sessions) {
         if (graceMs <= 0) session.terminate();
         else session.close(1001, 'proxy shutting down', 'shutdown');
       }
-      hub.close();
       const gone = new Promise<void>((resolve) => {
         if (sessions.size === 0) resolve();
         else allGone.push(resolve);

@@ -6,11 +6,11 @@
 // dropped with 1013, never slowing the others or the upstream), one incoming message of at most
 // the server's maxPayload, and per subscription a small object with its id and framing prefix (at
 // most `maxSubscriptions` of them). No event is ever queued per subscription.
-import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { RawData, WebSocket } from 'ws';
 import type { Events } from '../events.js';
-import { graphqlRequest } from '../graphql/identity.js';
+import { graphqlRequest, type GraphqlRequest } from '../graphql/identity.js';
+import { batching } from '../ws-batching.js';
 import type { Hub } from './hub.js';
 import {
   CLOSE,
@@ -19,7 +19,6 @@ import {
   connectionError,
   errorMessage,
   fitReason,
-  frameNext,
   initKey,
   KEEP_ALIVE,
   LEGACY,
@@ -31,8 +30,8 @@ import {
   type OperationPayload,
   type Protocol,
 } from './protocol.js';
-import type { Authenticate, Principal, Release, Subscriber } from './types.js';
-import type { UpstreamStream } from './upstream.js';
+import { ClientSubscription, noRelease } from './client-subscription.js';
+import type { Acquired, Authenticate, Principal } from './types.js';
 
 export interface SessionSettings {
   /** connection_init must arrive within this (else 4408, or 4403 when a key is still owed). */
@@ -57,32 +56,6 @@ type Cause = 'protocol_error' | 'forbidden' | 'init_timeout' | 'slow_client' | '
 
 /** After the proxy closes a client, how long it gets to answer the close frame before its socket is cut. */
 const CLOSE_GRACE_MS = 2000;
-
-class ClientSubscription implements Subscriber {
-  stream?: UpstreamStream;
-
-  constructor(
-    private readonly session: ClientSession,
-    readonly id: string,
-    readonly idJson: string,
-    private readonly prefix: Buffer,
-    readonly release: Release,
-  ) {}
-
-  next(payload: Buffer): void {
-    this.session.send(frameNext(this.prefix, payload));
-  }
-
-  fail(errors: readonly ErrorLike[]): void {
-    this.session.ended(this, errors);
-  }
-
-  complete(): void {
-    this.session.ended(this);
-  }
-}
-
-const noRelease: Release = () => {};
 
 export class ClientSession {
   /** Set by any message or pong; cleared by each heartbeat. */
@@ -248,19 +221,37 @@ export class ClientSession {
     const request = graphqlRequest(payload);
     if (!request) return this.error(idJson, [{ message: 'the query is not a GraphQL document that can run (a syntax error, or no such operation)' }]);
     const principal = this.principal!;
+    const sub = new ClientSubscription(this, id, idJson, nextPrefix(this.protocol, idJson));
+    // The id is held from now on: a complete (or the socket closing) while the slot is taken ends it.
+    this.subs.set(id, sub);
     const taken = principal.acquire?.() ?? noRelease;
-    if (typeof taken !== 'function') {
-      this.ctx.events?.emit('streamCapRefused', { credentials: principal.credentials, scope: 'key', ...(principal.key !== undefined && { key: principal.key }) });
-      return this.error(idJson, [{ message: taken.refused }]);
+    if (typeof taken === 'function' || !('then' in taken)) return this.join(principal, request, sub, taken);
+    taken.then(
+      (result) => this.join(principal, request, sub, result),
+      (err: Error) => this.join(principal, request, sub, { refused: `the key's subscription limit cannot be checked now: ${err.message}` }),
+    );
+  }
+
+  /** The per-key slot is decided: the subscription joins its stream, or is refused. */
+  private join(principal: Principal, request: GraphqlRequest, sub: ClientSubscription, taken: Acquired): void {
+    if (this.subs.get(sub.id) !== sub) {
+      // Completed, replaced or disconnected meanwhile.
+      if (typeof taken === 'function') taken();
+      return;
     }
-    const sub = new ClientSubscription(this, id, idJson, nextPrefix(this.protocol, idJson), taken);
+    if (typeof taken !== 'function') {
+      this.subs.delete(sub.id);
+      this.ctx.events?.emit('streamCapRefused', { credentials: principal.credentials, scope: 'key', ...(principal.key !== undefined && { key: principal.key }) });
+      return this.error(sub.idJson, [{ message: taken.refused }]);
+    }
+    sub.release = taken;
     const joined = this.ctx.hub.subscribe(principal, this.path, request, sub);
     if ('refused' in joined) {
+      this.subs.delete(sub.id);
       sub.release();
-      return this.error(idJson, [{ message: joined.refused }]);
+      return this.error(sub.idJson, [{ message: joined.refused }]);
     }
     sub.stream = joined;
-    this.subs.set(id, sub);
     this.subscriptionsTotal += 1;
   }
 
@@ -269,7 +260,7 @@ export class ClientSession {
     const sub = this.subs.get(id);
     if (!sub) return;
     this.subs.delete(id);
-    sub.stream!.leave(sub);
+    sub.stream?.leave(sub);
     sub.release();
   }
 
@@ -283,7 +274,7 @@ export class ClientSession {
     this.closing = true;
     clearTimeout(this.initTimer);
     for (const sub of this.subs.values()) {
-      sub.stream!.leave(sub);
+      sub.stream?.leave(sub);
       sub.release();
     }
     this.subs.clear();
@@ -312,24 +303,4 @@ export class ClientSession {
       'client connection closed',
     );
   }
-}
-
-/**
- * Corks the socket under `ws` until the end of the current tick: the events of one upstream read
- * leave in one write per client instead of one write (one syscall) per event. Returns the function
- * to call before each send.
- */
-function batching(ws: WebSocket): () => void {
-  const socket = (ws as unknown as { _socket: Duplex })._socket;
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
-  return () => {
-    if (corked) return;
-    corked = true;
-    socket.cork();
-    process.nextTick(uncork);
-  };
 }

@@ -2,18 +2,29 @@
 // engine depends on nothing but these: a token source per credential set, the caller's identity,
 // and plain settings. The WebSocket proxy adapts its own Caller/Tenant to them when it hands a
 // socket over.
+import type { ReconnectReason } from '../events.js';
 import type { ErrorLike } from './protocol.js';
+
+export type { CapRefusalEvent, ReconnectEvent, ReconnectReason, SharedStreamClosedEvent, SharedStreamInfo } from '../events.js';
 
 /** What the engine asks of a credential set's token holder (a subset of token/types.ts TokenProvider). */
 export interface TokenSource {
   /** A valid token, waiting up to `waitMs`; rejects (TokenUnavailableError) when there is none. */
   getToken(waitMs: number): Promise<string>;
-  /** The upstream answered 401 to `rejected`: a different token worth one more try, or undefined. */
-  tokenRejected(rejected: string, waitMs: number): Promise<string | undefined>;
+  /**
+   * The upstream answered 401 to `rejected`, on a handshake sent at `sentAt` (performance.now()):
+   * a different token worth one more try, or undefined.
+   */
+  tokenRejected(rejected: string, waitMs: number, sentAt: number): Promise<string | undefined>;
+  /** The upstream accepted `token` (a handshake completed). */
+  tokenWorked?(token: string): void;
 }
 
 /** Gives back a slot taken by `acquire`; the engine calls it exactly once. */
 export type Release = () => void;
+
+/** A slot taken under the key's cap, or why not. */
+export type Acquired = Release | { refused: string };
 
 /** Who subscribes: resolved from the handshake, or from the key in connection_init. */
 export interface Principal {
@@ -26,9 +37,11 @@ export interface Principal {
   key?: string;
   /**
    * Takes one of the key's subscription slots (per-key caps count subscriptions, shared or not).
-   * Returns the release, or why not (a message naming the limit). Absent: no per-key cap.
+   * Returns the release, or why not (a message naming the limit), at once or as a promise (a count
+   * shared by replicas answers over the network; a rejection refuses the subscription with its
+   * message). Absent: no per-key cap.
    */
-  acquire?: () => Release | { refused: string };
+  acquire?: () => Acquired | Promise<Acquired>;
 }
 
 /** A key presented in connection_init that does not open the door: the socket is closed with 4403. */
@@ -41,25 +54,6 @@ export interface KeyRefusal {
  * used for sockets handed over without a Principal.
  */
 export type Authenticate = (presentedKey: string) => Principal | KeyRefusal;
-
-/** Why an upstream stream was reconnected (the metric label). */
-export type ReconnectReason =
-  /** No message at all for `idleMs`. */
-  | 'idle'
-  /** The socket closed or broke without the proxy asking. */
-  | 'dropped'
-  /** The handshake did not complete within the connect timeout. */
-  | 'timeout'
-  /** The upstream could not be reached (refused, reset, DNS, TLS). */
-  | 'unreachable'
-  /** 401 at the handshake: the token was rejected. */
-  | 'unauthorized'
-  /** Another retryable handshake status (408, 429, 5xx). */
-  | 'refused'
-  /** connection_error instead of connection_ack. */
-  | 'connection_error'
-  /** No token within the token wait. */
-  | 'token_unavailable';
 
 export interface StreamCounts {
   /** Upstream sockets held (connecting, live, reconnecting or lingering). */
@@ -77,54 +71,6 @@ export interface SharingStats {
   capRefusals: Record<string, number>;
   /** Client sockets served (initialising or ready). */
   clients: number;
-}
-
-/** One upstream stream, as published when it opens and when it ends. */
-export interface SharedStreamInfo {
-  stream: number;
-  credentials: string;
-  path: string;
-  operationName?: string;
-}
-
-export interface SharedStreamClosedEvent extends SharedStreamInfo {
-  ms: number;
-  /** Distinct client subscriptions it served over its life. */
-  subscribers: number;
-  /** Most at once. */
-  peakSubscribers: number;
-  /** Events received from the upstream (each delivered to every subscriber then). */
-  events: number;
-  reconnects: number;
-  /**
-   * unused: the last subscriber left and the linger ran out; upstream_complete / upstream_error:
-   * Bitquery ended it; failed: reconnect attempts exhausted or a refusal not worth retrying;
-   * shutdown.
-   */
-  cause: 'unused' | 'upstream_complete' | 'upstream_error' | 'failed' | 'shutdown';
-}
-
-export interface ReconnectEvent {
-  credentials: string;
-  reason: ReconnectReason;
-}
-
-export interface CapRefusalEvent {
-  credentials: string;
-  /** credentials: WS_MAX_UPSTREAM_STREAMS for the set; key: the key's own subscription limit. */
-  scope: 'credentials' | 'key';
-  key?: string;
-}
-
-// The events the engine publishes on the daemon's bus. Declared by augmentation so the shared
-// events.ts is untouched until the wiring; they can move into its EventMap then.
-declare module '../events.js' {
-  interface EventMap {
-    sharedStreamOpened: SharedStreamInfo;
-    sharedStreamClosed: SharedStreamClosedEvent;
-    upstreamReconnect: ReconnectEvent;
-    streamCapRefused: CapRefusalEvent;
-  }
 }
 
 /** What a stream tells each subscriber. Called synchronously; must not throw. */

@@ -99,7 +99,6 @@ export class UpstreamStream {
       id: OP_ID,
       payload: { query: request.document, variables: JSON.parse(request.variables) as unknown, ...(request.operationName !== undefined && { operationName: request.operationName }) },
     });
-    ctx.log.info({ stream: id, credentials: principal.credentials, path, operation: request.operationName }, 'shared stream opened');
     ctx.events?.emit('sharedStreamOpened', { stream: id, credentials: principal.credentials, path, ...(request.operationName !== undefined && { operationName: request.operationName }) });
     void this.connect();
   }
@@ -157,8 +156,6 @@ export class UpstreamStream {
       reconnects: this.reconnects,
       cause,
     };
-    const { operationName: operation, ...logged } = summary;
-    this.ctx.log.info({ ...logged, ...(operation !== undefined && { operation }) }, 'shared stream closed');
     this.ctx.events?.emit('sharedStreamClosed', summary);
   }
 
@@ -179,6 +176,7 @@ export class UpstreamStream {
     }
     // The URL holds the token: it is never logged, nor any error text that could quote it.
     const url = `${wsOrigin(this.principal.origin)}${this.path}?token=${encodeURIComponent(token)}`;
+    const sentAt = performance.now();
     const ws = new WebSocket(url, [LEGACY], {
       headers: { authorization: `Bearer ${token}` },
       perMessageDeflate: false,
@@ -198,7 +196,7 @@ export class UpstreamStream {
       const done = () => {
         if (this.ws !== ws) return;
         const detail = body.replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, REFUSAL_BODY_MAX);
-        void this.handshakeRefused(token, status, detail, Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter * 1000 : undefined);
+        void this.handshakeRefused(token, sentAt, status, detail, Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter * 1000 : undefined);
       };
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
@@ -211,6 +209,7 @@ export class UpstreamStream {
     ws.once('open', () => {
       if (this.ws !== ws) return;
       clearTimeout(this.timer);
+      this.principal.tokens.tokenWorked?.(token);
       this.phase = 'initialising';
       this.lastMessageAt = performance.now();
       this.watchIdle();
@@ -232,12 +231,12 @@ export class UpstreamStream {
   }
 
   /** The handshake got an HTTP answer instead of an upgrade. */
-  private async handshakeRefused(token: string, status: number, detail: string, retryAfterMs: number | undefined): Promise<void> {
+  private async handshakeRefused(token: string, sentAt: number, status: number, detail: string, retryAfterMs: number | undefined): Promise<void> {
     this.detach();
     const quoted = detail ? `: ${detail}` : '';
     if (status === 401) {
       // Bitquery checks the token at the handshake only: this token is no good. A fresh one is tried at once.
-      const fresh = await this.principal.tokens.tokenRejected(token, this.ctx.settings.tokenWaitMs);
+      const fresh = await this.principal.tokens.tokenRejected(token, this.ctx.settings.tokenWaitMs, sentAt);
       if (this.phase !== 'connecting') return;
       this.nextToken = fresh;
       return this.failed({ reason: 'unauthorized', message: `the upstream rejected the token (401)${quoted}`, ...(fresh !== undefined && { delayMs: 0 }) });

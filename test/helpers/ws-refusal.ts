@@ -1,4 +1,6 @@
 // A WebSocket handshake that the proxy must refuse: resolves with its HTTP status and JSON body.
+// No subprotocol is offered, so the handshake goes to the relay whatever WS_MODE is: share mode
+// accepts `graphql-ws` clients itself and reports trouble in the protocol instead.
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { WebSocket, type ClientOptions } from 'ws';
 
@@ -13,7 +15,7 @@ export interface Refusal {
 
 export function wsRefusal(url: string, options: ClientOptions = {}): Promise<Refusal> {
   const started = performance.now();
-  const ws = new WebSocket(url, ['graphql-ws'], options);
+  const ws = new WebSocket(url, [], options);
   return new Promise((resolve, reject) => {
     ws.on('error', reject);
     ws.once('open', () => {
@@ -40,7 +42,7 @@ export function wsRefusal(url: string, options: ClientOptions = {}): Promise<Ref
 
 /** Opens a WebSocket through the proxy and resolves once the handshake is accepted. */
 export async function wsOpen(url: string): Promise<WebSocket> {
-  const ws = new WebSocket(url, ['graphql-ws']);
+  const ws = new WebSocket(url, []);
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);

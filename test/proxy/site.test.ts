@@ -44,8 +44,9 @@ function raw(url: string, text: string): Promise<string> {
 
 const QUERY = '/graphql?query=%7B%20hello%20%7D';
 
+/** No subprotocol: relayed whatever WS_MODE is, so an accepted handshake reaches the upstream at once. */
 function wsOpens(url: string, headers: Record<string, string>): Promise<void> {
-  const ws = new WebSocket(`${url.replace('http', 'ws')}/graphql`, ['graphql-ws'], { headers });
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/graphql`, [], { headers });
   return new Promise((resolve, reject) => {
     ws.once('open', () => {
       ws.close();

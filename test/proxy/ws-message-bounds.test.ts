@@ -8,6 +8,7 @@ import { startPair } from '../helpers/pair.js';
 import { waitFor } from '../helpers/proxy-process.js';
 
 const KiB = 1024;
+// These bounds are the relay's (WS_MODE=relay); share mode's are tested in test/subscriptions/.
 
 async function open(url: string): Promise<{ ws: WebSocket; closed: Promise<{ code: number; reason: string }> }> {
   const ws = new WebSocket(url.replace(/^http/, 'ws') + '/graphql', ['graphql-ws']);
@@ -26,7 +27,7 @@ function within<T>(promise: Promise<T>, what: string): Promise<T> {
 }
 
 t.test('fragments of an unfinished client message past WS_MAX_MESSAGE_BYTES: the client gets 1009, the upstream 1001', async (t) => {
-  const { fake, proxy } = await startPair(t, { env: { WS_MAX_MESSAGE_BYTES: String(256 * KiB) } });
+  const { fake, proxy } = await startPair(t, { env: { WS_MODE: 'relay', WS_MAX_MESSAGE_BYTES: String(256 * KiB) } });
   const { ws, closed } = await open(proxy.url);
   t.teardown(() => ws.terminate());
   await waitFor(() => fake.openSockets() === 1, 5000, 'the upstream socket');
@@ -43,7 +44,7 @@ t.test('fragments of an unfinished client message past WS_MAX_MESSAGE_BYTES: the
 });
 
 t.test('a message under WS_MAX_MESSAGE_BYTES, fragmented, goes through', async (t) => {
-  const { fake, proxy } = await startPair(t, { env: { WS_MAX_MESSAGE_BYTES: String(256 * KiB) } });
+  const { fake, proxy } = await startPair(t, { env: { WS_MODE: 'relay', WS_MAX_MESSAGE_BYTES: String(256 * KiB) } });
   const { ws } = await open(proxy.url);
   t.teardown(() => ws.terminate());
   await waitFor(() => fake.openSockets() === 1, 5000, 'the upstream socket');
@@ -57,7 +58,7 @@ t.test('a message under WS_MAX_MESSAGE_BYTES, fragmented, goes through', async (
 });
 
 t.test('an upstream message past WS_MAX_UPSTREAM_MESSAGE_BYTES: both sides get 1009', async (t) => {
-  const { fake, proxy } = await startPair(t, { env: { WS_MAX_UPSTREAM_MESSAGE_BYTES: String(128 * KiB) } });
+  const { fake, proxy } = await startPair(t, { env: { WS_MODE: 'relay', WS_MAX_UPSTREAM_MESSAGE_BYTES: String(128 * KiB) } });
   const { ws, closed } = await open(proxy.url);
   t.teardown(() => ws.terminate());
   await waitFor(() => fake.openSockets() === 1, 5000, 'the upstream socket');

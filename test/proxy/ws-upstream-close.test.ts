@@ -7,7 +7,8 @@ import { startPair } from '../helpers/pair.js';
 import { waitFor } from '../helpers/proxy-process.js';
 
 t.test('a subscribe before connection_init: 4401 to the client, logged as the client bug it is', async (t) => {
-  const { fake, proxy } = await startPair(t);
+  // The relay passes upstream close codes on (WS_MODE=share speaks the protocol itself).
+  const { fake, proxy } = await startPair(t, { env: { WS_MODE: 'relay' } });
   const ws = new WebSocket(proxy.url.replace(/^http/, 'ws') + '/graphql', ['graphql-transport-ws']);
   ws.on('error', () => {});
   t.teardown(() => ws.terminate());

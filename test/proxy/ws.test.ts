@@ -114,11 +114,14 @@ function memoryKb(pid: number): { rss: number; hwm: number } {
 
 const wsLogs = (proxy: ProxyProcess, msg: string) => proxy.logs().filter((l: LogLine) => l.component === 'ws' && l.msg === msg);
 
+/** These tests are about the 1:1 relay (share mode's are in test/subscriptions/). */
+const RELAY = { WS_MODE: 'relay' };
+
 /** Like startPair, but the fake can be prepared before the proxy starts. */
 async function startPreparedPair(t: Test, prepare: (fake: FakeBitquery) => void, env: Record<string, string>, fakeOptions: FakeBitqueryOptions = {}): Promise<Pair> {
   const fake = await FakeBitquery.start({ clientSecret: SECRET, ...fakeOptions });
   prepare(fake);
-  const proxy = await spawnProxy({ ...fakeEnv(fake), ...env });
+  const proxy = await spawnProxy({ ...fakeEnv(fake), ...RELAY, ...env });
   const pair: Pair = { fake, proxy, secrets: [SECRET] };
   t.teardown(async () => {
     await proxy.stop();
@@ -134,7 +137,7 @@ async function startPreparedPair(t: Test, prepare: (fake: FakeBitquery) => void,
 // different processes.
 
 t.test('default settings', async (t) => {
-  const pair = await startPair(t, { fake: { keepAliveMs: 60_000 } });
+  const pair = await startPair(t, { fake: { keepAliveMs: 60_000 }, env: RELAY });
   const { fake, proxy } = pair;
   const CLIENT_TOKEN = 'client-own-token-7c1e9a';
   const CLIENT_KEY = 'client-api-key-3b8d52';
@@ -348,7 +351,7 @@ t.test('default settings', async (t) => {
 
 t.test('WS_MAX_STREAMS=2, WS_MAX_BUFFERED_BYTES=1 MiB, SHUTDOWN_TIMEOUT_MS=3000', async (t) => {
   const { fake, proxy } = await startPair(t, {
-    env: { WS_MAX_STREAMS: '2', WS_MAX_BUFFERED_BYTES: String(1 << 20), SHUTDOWN_TIMEOUT_MS: '3000' },
+    env: { ...RELAY, WS_MAX_STREAMS: '2', WS_MAX_BUFFERED_BYTES: String(1 << 20), SHUTDOWN_TIMEOUT_MS: '3000' },
   });
   await waitFor(() => fake.issuedTokens.length === 1, 3000, 'the first token');
 
@@ -477,7 +480,7 @@ t.test('WS_MAX_STREAMS=2, WS_MAX_BUFFERED_BYTES=1 MiB, SHUTDOWN_TIMEOUT_MS=3000'
 });
 
 t.test('WS_PING_INTERVAL_MS=250', async (t) => {
-  const { fake, proxy } = await startPair(t, { fake: { keepAliveMs: 60_000 }, env: { WS_PING_INTERVAL_MS: '250' } });
+  const { fake, proxy } = await startPair(t, { fake: { keepAliveMs: 60_000 }, env: { ...RELAY, WS_PING_INTERVAL_MS: '250' } });
   await waitFor(() => fake.issuedTokens.length === 1, 3000, 'the first token');
   t.afterEach(() => noUpstreamSockets(fake));
 

@@ -7,6 +7,7 @@ import type { Test } from 'tap';
 import pino from 'pino';
 import { WebSocket, type ClientOptions } from 'ws';
 import { createClient, type Client } from 'graphql-ws';
+import { logEvents } from '../../src/event-logs.js';
 import { Events } from '../../src/events.js';
 import { createSharedSubscriptions, type SharedSubscriptions, type SharingSettings } from '../../src/subscriptions/engine.js';
 import type { Authenticate, Principal, TokenSource } from '../../src/subscriptions/types.js';
@@ -99,6 +100,8 @@ export async function harness(t: Test, options: HarnessOptions = {}): Promise<Ha
     },
   );
   const events = new Events();
+  // The stream lines are event subscribers, as in the daemon.
+  logEvents(events, logger, { credentialsInLines: false });
   const recorded: Harness['events'] = [];
   for (const name of ['sharedStreamOpened', 'sharedStreamClosed', 'upstreamReconnect', 'streamCapRefused'] as const) {
     events.on(name, (event) => recorded.push({ name, event }));

@@ -1,1 +1,2 @@
-export { createWsProxy, type Handshake, type TakeOver, type WsProxy, type WsProxyOptions } from './proxy.js';
+export { createWsProxy, type WsProxy, type WsProxyOptions } from './proxy.js';
+export type { Offered, TakeOver } from './take-over.js';

@@ -17,13 +17,15 @@ import { ProxyError, refuseSocket } from '../../errors.js';
 import type { Events } from '../../events.js';
 import { redactUrl } from '../../log.js';
 import { REQUEST_ID_HEADER, requestId } from '../../observability/request-id.js';
+import { presentedKey } from '../../auth/keys.js';
 import { headerLimit } from '../headers.js';
 import { validHandshake } from './handshake.js';
 import { closeSide, Stream, type Side } from './stream.js';
+import type { TakeOver } from './take-over.js';
 import { openUpstream } from './upstream.js';
 
-/** A client handshake that passed admission, for a mode that serves it itself. */
-export interface Handshake {
+/** A client handshake that passed admission, on its way to the relay. */
+interface Handshake {
   req: IncomingMessage;
   socket: Duplex;
   head: Buffer;
@@ -36,13 +38,6 @@ export interface Handshake {
   /** Frees the handshake's place under the per-key stream cap; call it once the client's stream ends. */
   release: Release;
 }
-
-/**
- * Offered every admitted handshake (path, validity, caller, stream caps) before it is relayed (a future shared-subscriptions mode
- * takes `graphql-ws`/`graphql-transport-ws` clients here). Returns true when it has taken the
- * socket: from then on the proxy does nothing more with it, and the taker must call release().
- */
-export type TakeOver = (handshake: Handshake) => boolean;
 
 export interface WsProxyOptions {
   config: Config;
@@ -196,10 +191,6 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
         return refused(socket, path, new ProxyError('too_many_streams', `the key "${caller.keyName}" has ${cap} streams open (its stream limit): try again later`), caller);
       }
       const handshake: Handshake = { req, socket, head, path, query, protocols, caller, release };
-      if (takeOver?.(handshake)) {
-        handedOver = true;
-        return;
-      }
       const result = await openUpstream({
         caller,
         path,
@@ -236,8 +227,11 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     }
   }
 
-  /** Path, shutdown, validity, caller and WS_MAX_STREAMS: refused here, before anything is awaited. */
-  function admit(req: IncomingMessage, path: string): { protocols: string[]; caller: Caller } | ProxyError {
+  /**
+   * Path, shutdown, validity, caller and WS_MAX_STREAMS: refused here, before anything is awaited.
+   * A missing key comes back as the caller's error when a taker may still get it from the client.
+   */
+  function admit(req: IncomingMessage, path: string): { protocols: string[]; caller: Caller | ProxyError } | ProxyError {
     // A fragment is never sent by a conforming client, and would end up in the upstream URL.
     if (req.url?.includes('#')) return new ProxyError('bad_request', 'the URL must not hold a fragment (#)');
     if (!paths.has(path)) return new ProxyError('not_found', `nothing at ${path}; proxied paths: ${config.paths.join(', ')}`);
@@ -245,10 +239,11 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     const protocols = validHandshake(req);
     if (protocols instanceof ProxyError) return protocols;
     const caller = resolveCaller(req);
-    if (caller instanceof ProxyError) return caller;
+    const keyOwed = takeOver !== undefined && caller instanceof ProxyError && caller.code === 'unauthorized' && presentedKey(req.headers) === undefined;
+    if (caller instanceof ProxyError && !keyOwed) return caller;
     const tooMany = headerLimit(req.rawHeaders);
     if (tooMany) return tooMany;
-    if (streams.size + pending.size >= config.wsMaxStreams) {
+    if (streams.size + pending.size + (takeOver?.size ?? 0) >= config.wsMaxStreams) {
       return new ProxyError('too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
     }
     return { protocols, caller };
@@ -262,31 +257,37 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     const path = q === -1 ? url : url.slice(0, q);
     const admitted = admit(req, path);
     if (admitted instanceof ProxyError) return refused(socket, path, admitted);
-    serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), admitted.protocols, admitted.caller).catch((err: Error) => {
+    const { protocols, caller } = admitted;
+    if (takeOver?.take({ req, socket, head, path, protocols, caller: caller instanceof ProxyError ? undefined : caller })) return;
+    if (caller instanceof ProxyError) return refused(socket, path, caller);
+    serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), protocols, caller).catch((err: Error) => {
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
-      refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'), admitted.caller);
+      refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'), caller);
     });
   };
 
   return {
     handleUpgrade,
     get size() {
-      return streams.size + pending.size;
+      return streams.size + pending.size + (takeOver?.size ?? 0);
     },
     stopAccepting() {
       accepting = false;
+      takeOver?.stopAccepting();
     },
     close(graceMs: number) {
       accepting = false;
+      const taken = takeOver?.close(graceMs);
       clearInterval(heartbeat);
       for (const entry of [...pending]) entry.abort();
       const all = [...streams];
       if (graceMs <= 0) for (const stream of all) stream.terminate();
       else for (const stream of all) stream.end('shutdown', 1001, 'proxy shutting down', 1001, 'proxy shutting down');
-      const gone = new Promise<void>((resolve) => {
+      const relayed = new Promise<void>((resolve) => {
         allGone.push(resolve);
         checkGone();
       });
+      const gone = taken ? Promise.all([relayed, taken]).then(() => undefined) : relayed;
       if (graceMs <= 0 || all.length === 0) return gone;
       const cut = setTimeout(() => {
         for (const stream of streams) stream.terminate();

@@ -1,8 +1,8 @@
 // One client paired with its upstream: messages both ways, close codes passed on, backpressure,
 // keep-alive. Whichever side goes, the other is closed; the pair ends when both have. Listeners
 // are module functions that find their stream through the socket, not closures made per stream.
-import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
+import { batching } from '../../ws-batching.js';
 
 export type Side = 'client' | 'upstream';
 
@@ -63,26 +63,6 @@ function forwardClose(ws: WebSocket, code: number, reason: Buffer, lostReason: s
 export function closeSide(ws: WebSocket, code: number, reason: string): void {
   if (ws.readyState === WebSocket.OPEN) ws.close(code, reason);
   else if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
-}
-
-/**
- * Corks the socket under `ws` until the end of the current tick: ws emits every message of one
- * network read in the same tick, and relayed together they leave in one write instead of one
- * write (one syscall) per message. Returns the function to call before each send.
- */
-function batching(ws: WebSocket): () => void {
-  const socket = (ws as unknown as { _socket: Duplex })._socket;
-  let corked = false;
-  const uncork = () => {
-    corked = false;
-    socket.uncork();
-  };
-  return () => {
-    if (corked) return;
-    corked = true;
-    socket.cork();
-    process.nextTick(uncork);
-  };
 }
 
 function size(data: RawData): number {
