@@ -17,6 +17,7 @@ import type { ObservedSet } from './observability/types.js';
 import { UsagePoller } from './observability/usage.js';
 import { createWsProxy } from './proxy/ws/index.js';
 import { buildServer } from './server.js';
+import { startSharedState } from './shared-state/index.js';
 
 export interface Daemon {
   app: FastifyInstance;
@@ -46,7 +47,9 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const credentialSets = createCredentialSets(config, logger, events);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
-  const admission = new MemoryAdmission();
+  // REDIS_URL: limits and usage counted with the other replicas, in-memory counting as the fallback.
+  const shared = config.redis && startSharedState(config.redis, events, logger);
+  const admission = shared ? shared.admission(new MemoryAdmission()) : new MemoryAdmission();
   const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events });
   const ws = createWsProxy({ config, logger, resolveCaller, admission, events });
 
@@ -80,10 +83,12 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   let observed: { metrics: Metrics; board: StatusBoard; admin: Admin } | undefined;
   if (config.adminPort !== 'off') {
     const metrics = new Metrics({ events, paths: config.paths, sets, isKnownKey: (name) => keys.has(name) });
-    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic: () => metrics.traffic(), usage, budgetWarnPercent: config.budgetWarnPercent });
+    shared?.observe(metrics);
+    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic: () => metrics.traffic(), usage, budgetWarnPercent: config.budgetWarnPercent, gateway: shared?.gateway });
     const admin = await startAdmin({ host: config.adminHost, port: config.adminPort, logger, metrics, readiness: () => readiness(credentialSets), status: () => board.data() });
     observed = { metrics, board, admin };
   }
+  await shared?.ready();
   await app.listen({ host: config.host, port: config.port });
   usage.start();
   const address = app.server.address();
@@ -135,6 +140,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
         clearInterval(sweep);
         clearTimeout(deadline);
         await Promise.all([...[...credentialSets.values()].map((set) => set.upstream.destroy()), admission.close()]);
+        await shared?.close();
         await observed?.admin.close();
         observed?.metrics.close();
         observed?.board.close();

@@ -7,6 +7,7 @@ import { envSchema } from 'env-schema';
 import { loadKeys, type KeySources } from '../auth/key-store.js';
 import type { ApiKey } from '../auth/keys.js';
 import { parseCredentialSet, type CredentialDefaults, type CredentialField, type CredentialNaming, type CredentialSetConfig } from './credentials.js';
+import { redisConfigFrom, type RedisRaw } from '../shared-state/settings.js';
 import { ConfigError } from './errors.js';
 import { loadGatewayFile, type KeyPolicy } from './gateway-file.js';
 import { SETTINGS, type Config } from './settings.js';
@@ -235,6 +236,7 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     ]),
     wsMaxMessageBytes: n('WS_MAX_MESSAGE_BYTES'),
     wsMaxUpstreamMessageBytes: n('WS_MAX_UPSTREAM_MESSAGE_BYTES'),
+    redis: redisConfigFrom(raw as unknown as RedisRaw),
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');

@@ -4,6 +4,7 @@
 import type { KeySources } from '../auth/key-store.js';
 import type { ApiKey } from '../auth/keys.js';
 import type { CredentialSetConfig } from './credentials.js';
+import type { RedisConfig } from '../shared-state/settings.js';
 import type { KeyPolicy } from './gateway-file.js';
 
 export interface Setting {
@@ -63,6 +64,12 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'SHUTDOWN_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 0, help: 'on SIGTERM/SIGINT, how long in-flight requests may take before connections are cut' },
   { name: 'CLIENT_TIMEOUT_MS', type: 'integer', default: 30000, minimum: 1, help: 'most a client may take between bytes of its request (then 408), or to read on an answer it stopped reading (then cut)' },
   { name: 'WS_MAX_MESSAGE_BYTES', type: 'integer', default: 1048576, minimum: 1024, help: 'largest WebSocket message from a client, fragments of an unfinished one counted; larger: closed with 1009' },
+  { name: 'REDIS_URL', type: 'string', secret: true, help: 'redis:// or rediss:// (TLS) URL of a Redis shared by the replicas, [user:password@]host[:port][/db]; unset: limits and usage stay in each process' },
+  { name: 'REDIS_PASSWORD_FILE', type: 'string', help: 'file holding the Redis password (instead of one in REDIS_URL), re-read before every reconnection' },
+  { name: 'REDIS_PREFIX', type: 'string', default: 'bitquery-proxy:', help: 'prefix of every Redis key, so several gateways can share one Redis' },
+  { name: 'REDIS_TIMEOUT_MS', type: 'integer', default: 250, minimum: 1, help: 'deadline of every Redis call; past it the call counts as failed' },
+  { name: 'REDIS_FAILURE', type: 'string', default: 'open', enum: ['open', 'closed'], help: "Redis down or slow: open = limits count in each replica's memory; closed = limited requests and streams get 503" },
+  { name: 'REDIS_STREAM_LEASE_MS', type: 'integer', default: 30000, minimum: 1000, help: 'how soon the stream slots of a replica that died are free again (holders refresh every third of it)' },
   { name: 'WS_MAX_UPSTREAM_MESSAGE_BYTES', type: 'integer', default: 16777216, minimum: 1024, help: 'largest WebSocket message from the upstream, fragments counted; larger: the stream is closed with 1009' },
 ];
 
@@ -111,6 +118,8 @@ export interface Config {
   clientTimeoutMs: number;
   wsMaxMessageBytes: number;
   wsMaxUpstreamMessageBytes: number;
+  /** REDIS_*: the Redis shared by the replicas, or undefined (everything in this process). */
+  redis?: RedisConfig;
   /** One line per name that looks like a setting but is none, for the start-up log. */
   warnings: string[];
 }

@@ -263,6 +263,8 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     const admitted = admit(req, path);
     if (admitted instanceof ProxyError) return refused(socket, path, admitted);
     serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), admitted.protocols, admitted.caller).catch((err: Error) => {
+      // A refusal of the admission itself (shared_state_unavailable) is answered as it is.
+      if (err instanceof ProxyError) return refused(socket, path, err, admitted.caller);
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
       refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'), admitted.caller);
     });
