@@ -105,7 +105,7 @@ t.test('tiered store: memory first and at once, then Redis, whose hits are kept 
   const big = cacheKey('team-a', 'big');
   await tierA.set(big, answer('x'.repeat(5000)), 60_000);
   t.equal(await b.run((c) => c.exists(`bitquery-proxy:cache:${big}`)), 0, 'an entry over CACHE_MAX_ENTRY_BYTES is kept in neither tier');
-  t.equal(tierA.get(big), undefined);
+  t.equal(await tierA.get(big), undefined);
 });
 
 t.test('tiered store: Redis down, the memory tier still answers and stores', { skip }, async (t) => {
