@@ -76,6 +76,7 @@ async function metric(r: Replica, name: string): Promise<number> {
 interface Gateway {
   available: boolean;
   requests: number;
+  saved: number;
   status429: number;
   keys: { name: string; requests: number; status429: number }[];
 }
@@ -194,6 +195,7 @@ t.test('Redis hung, then stopped, under traffic (open mode): nothing fails or wa
   for (const r of [a, b]) {
     t.ok((await metric(r, 'bitquery_proxy_redis_errors_total')) > 0, 'the failed calls are counted');
     t.match(await gateway(r), { available: false, requests: 0, keys: [] }, 'no gateway totals while Redis is away');
+    t.match(await (await fetch(`${r.admin}/status`)).text(), /unknown: Redis is unavailable/, 'the status page says so');
   }
 
   await redis.start();
@@ -222,6 +224,27 @@ t.test('closed mode: 503 shared_state_unavailable while Redis is away, for limit
   await redis.start();
   await a.proxy.waitForLog((l) => l.msg.startsWith('Redis is back'), 10_000);
   t.equal((await post(a, ALICE)).status, 200, 'served again once Redis is back');
+});
+
+// The daemon passes the tiered store to the points saver once branch `cache` (the saver in
+// src/proxy/http.ts) is merged; then this test is enabled as it stands.
+t.todo('with the cache on, a miss on one replica is a hit on the other', { skip }, async (t) => {
+  const fake = await startFake(t);
+  const redis = await startRedisWithPassword(t);
+  const [a, b] = await replicas(t, fake, redis, { CACHE_TTL_MS: '60000' });
+  const first = await post(a, ALICE);
+  t.equal(first.status, 200);
+  t.equal(first.headers['x-cache'], 'MISS', 'a miss on one replica');
+  const second = await post(b, BOB);
+  t.equal(second.status, 200);
+  t.equal(second.headers['x-cache'], 'HIT', 'a hit on the other, for another key of the same credential set');
+  t.equal(second.body, first.body, 'the same answer');
+  t.equal(fake.graphqlRequests.length, 1, 'one request went upstream');
+  const totals = await waitFor(async () => {
+    const g = await gateway(a);
+    return g.requests === 2 && g;
+  }, 10_000, 'the totals');
+  t.match(totals, { saved: 1 }, 'the hit counts as a saved request');
 });
 
 t.test('a bad REDIS_URL exits 2 with one line that does not repeat it', { skip }, async (t) => {
