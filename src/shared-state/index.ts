@@ -8,12 +8,13 @@ import type { Events } from '../events.js';
 import { NONE, type Metrics } from '../observability/metrics.js';
 import type { GatewayTotals } from '../observability/status.js';
 import { createSharedAdmission } from './admission.js';
-import { tieredStore, type TierSettings, type TieredStore } from './cache-store.js';
 import { connectRedis, type RedisLink } from './connection.js';
 import type { RedisConfig } from './settings.js';
 import { createSharedUsage, type SharedUsage } from './usage.js';
 
 export type { RedisConfig } from './settings.js';
+/** The response cache's tiers (this replica's memory, then Redis), for the points saver. */
+export { tieredStore } from './cache-store.js';
 
 /** How long start-up waits for Redis before listening (so the first requests are shared); past it, it starts in fallback. */
 const READY_WAIT_MS = 1000;
@@ -28,8 +29,6 @@ export interface SharedState {
   observe(metrics: Metrics): void;
   /** The usage of all replicas together, for the status page. */
   gateway(): Promise<GatewayTotals>;
-  /** The response cache's tiers: this replica's memory, then Redis. */
-  answerStore(settings: TierSettings): TieredStore;
   /** After the streams are closed: sends the last usage counts and disconnects. */
   close(): Promise<void>;
 }
@@ -84,7 +83,6 @@ export function startSharedState(config: RedisConfig, events: Events, logger: Lo
       }
       return gateway;
     },
-    answerStore: (settings) => tieredStore(link, settings),
     async close() {
       stopCounting();
       usage.close();
