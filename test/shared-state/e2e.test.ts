@@ -158,6 +158,26 @@ t.test('a replica killed while holding stream slots: they come back within the l
   back.close();
 });
 
+t.test('a replica stopped normally frees its slots at once and sends its last counts', { skip }, async (t) => {
+  const fake = await startFake(t);
+  const redis = await startRedisWithPassword(t);
+  const [a, b] = await replicas(t, fake, redis, { WS_MAX_STREAMS_PER_KEY: '1' });
+  const held = await openStream(a, ALICE);
+  t.ok(held instanceof WebSocket, 'the only slot, on one replica');
+  (held as WebSocket).on('error', () => {});
+  t.match(await openStream(b, ALICE), { status: 503 }, 'taken');
+  t.equal((await post(a, ALICE)).status, 200);
+  await a.proxy.stop();
+  const next = await openStream(b, ALICE);
+  t.ok(next instanceof WebSocket, 'free as soon as the stopped replica has exited: released, not left to expire');
+  (next as WebSocket).close();
+  const totals = await waitFor(async () => {
+    const g = await gateway(b);
+    return g.requests === 1 && g;
+  }, 10_000, 'the stopped replica’s request in the totals');
+  t.match(totals, { keys: [{ name: 'alice', requests: 1 }] });
+});
+
 t.test('Redis hung, then stopped, under traffic (open mode): nothing fails or waits past the deadline; restarted: sharing resumes', { skip }, async (t) => {
   const fake = await startFake(t);
   const redis = await startRedisWithPassword(t);
