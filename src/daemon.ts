@@ -21,6 +21,7 @@ import { createWsProxy } from './proxy/ws/index.js';
 import { createShareMode } from './proxy/ws/share.js';
 import { createPointsSaver, memoryStoreFor } from './savings/saver.js';
 import { buildServer } from './server.js';
+import { startSharedState, tieredStore } from './shared-state/index.js';
 
 export interface Daemon {
   app: FastifyInstance;
@@ -50,10 +51,15 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const credentialSets = createCredentialSets(config, logger, events);
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
-  const admission = new MemoryAdmission();
-  // One points saver per process; its store is the seam for a shared tier (replicas).
+  // REDIS_URL: limits, usage and the cache's second tier shared with the other replicas, in-memory
+  // counting as the fallback.
+  const shared = config.redis && startSharedState(config.redis, events, logger);
+  const admission = shared ? shared.admission(new MemoryAdmission()) : new MemoryAdmission();
+  // One points saver per process; with Redis its cache has a second tier there.
   const keyTtls = Object.values(config.keyPolicies).map((policy) => policy.cacheTtlMs ?? 0);
-  const saver = createPointsSaver(config.savings, memoryStoreFor(config.savings, keyTtls), (err) => logger.error({ err }, 'points saver: an exchange or the cache store failed'));
+  const memory = memoryStoreFor(config.savings, keyTtls);
+  const store = memory && shared ? tieredStore(shared.link, memory, config.savings.cacheMaxEntryBytes) : memory;
+  const saver = createPointsSaver(config.savings, store, (err) => logger.error({ err }, 'points saver: an exchange or the cache store failed'));
   const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events, saver });
   // Observability: metrics and the status board subscribe to the events; the usage poller asks
   // Bitquery's Usage API with each set's token. None of them is on the request path.
@@ -93,11 +99,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
     const metrics = new Metrics({ events, paths: config.paths, sets, isKnownKey: (name) => keys.has(name) });
     savingsMetrics(metrics, saver);
     if (share) shareMetrics(metrics, events, sets.map((s) => s.name), () => share.engine.stats());
+    shared?.observe(metrics);
     const traffic = async () => ({ ...(await metrics.traffic()), requestsSaved: requestsSaved(saver), ...(share && sharedTotals(share.engine.stats())) });
-    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic, usage, budgetWarnPercent: config.budgetWarnPercent });
+    const board = new StatusBoard({ version: version(), startedAt, sets, events, traffic, usage, budgetWarnPercent: config.budgetWarnPercent, gateway: shared?.gateway });
     const admin = await startAdmin({ host: config.adminHost, port: config.adminPort, logger, metrics, readiness: () => readiness(credentialSets), status: () => board.data() });
     observed = { metrics, board, admin };
   }
+  await shared?.ready();
   await app.listen({ host: config.host, port: config.port });
   usage.start();
   const address = app.server.address();
@@ -149,6 +157,7 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
         clearInterval(sweep);
         clearTimeout(deadline);
         await Promise.all([...[...credentialSets.values()].map((set) => set.upstream.destroy()), admission.close()]);
+        await shared?.close();
         await observed?.admin.close();
         observed?.metrics.close();
         observed?.board.close();

@@ -34,6 +34,8 @@ export const ERRORS = {
   token_unavailable: { status: 503, message: 'no valid Bitquery token' },
   upstream_busy: { status: 503, message: 'every upstream connection is busy (UPSTREAM_CONNECTIONS): try again later' },
   too_many_streams: { status: 503, message: 'too many streams are open: try again later' },
+  /** REDIS_FAILURE=closed while Redis is away: limits that replicas share cannot be counted. */
+  shared_state_unavailable: { status: 503, message: 'the limits shared by the replicas (Redis) cannot be counted now and REDIS_FAILURE=closed: try again shortly' },
   shutting_down: { status: 503, message: 'the proxy is shutting down' },
   upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
 } as const satisfies Record<string, { status: number; message: string }>;

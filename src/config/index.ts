@@ -8,6 +8,7 @@ import { loadKeys, type KeySources } from '../auth/key-store.js';
 import { settingsProblem } from '../savings/saver.js';
 import type { ApiKey } from '../auth/keys.js';
 import { parseCredentialSet, type CredentialDefaults, type CredentialField, type CredentialNaming, type CredentialSetConfig } from './credentials.js';
+import { redisConfigFrom, type RedisRaw } from '../shared-state/settings.js';
 import { ConfigError } from './errors.js';
 import { loadGatewayFile, type KeyPolicy } from './gateway-file.js';
 import { SETTINGS, type Config } from './settings.js';
@@ -249,6 +250,7 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
       cacheMaxEntryBytes: n('CACHE_MAX_ENTRY_BYTES'),
       maxBufferedBytes: n('COALESCE_MAX_BUFFERED_BYTES'),
     },
+    redis: redisConfigFrom(raw as unknown as RedisRaw),
   };
   if (config.tokenRetryMaxMs < config.tokenRetryMinMs) {
     throw new ConfigError('TOKEN_RETRY_MAX_MS must not be smaller than TOKEN_RETRY_MIN_MS');

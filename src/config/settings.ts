@@ -5,6 +5,7 @@ import type { KeySources } from '../auth/key-store.js';
 import type { ApiKey } from '../auth/keys.js';
 import type { CredentialSetConfig } from './credentials.js';
 import type { SavingsSettings } from '../savings/saver.js';
+import type { RedisConfig } from '../shared-state/settings.js';
 import type { KeyPolicy } from './gateway-file.js';
 
 export interface Setting {
@@ -48,6 +49,12 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'BITQUERY_USAGE_URL', type: 'string', default: 'https://account.bitquery.io/api/usage', help: "Bitquery's Usage API, polled with each credential set's token" },
   { name: 'USAGE_POLL_MS', type: 'integer', default: 300000, minimum: 0, maximum: 86400000, help: 'period of Usage API polls; 0 turns polling off' },
   { name: 'BUDGET_WARN_PERCENT', type: 'integer', default: 80, minimum: 1, maximum: 100, help: 'warn once a billing period when this share of the points is used (then at 95 and 100)' },
+  { name: 'REDIS_URL', type: 'string', secret: true, help: 'redis:// or rediss:// (TLS) URL of a Redis shared by the replicas, [user:password@]host[:port][/db]; unset: limits and usage stay in each process' },
+  { name: 'REDIS_PASSWORD_FILE', type: 'string', help: 'file holding the Redis password (instead of one in REDIS_URL), re-read before every reconnection' },
+  { name: 'REDIS_PREFIX', type: 'string', default: 'bitquery-proxy:', help: 'prefix of every Redis key, so several gateways can share one Redis' },
+  { name: 'REDIS_TIMEOUT_MS', type: 'integer', default: 250, minimum: 1, help: 'deadline of every Redis call; past it the call counts as failed' },
+  { name: 'REDIS_FAILURE', type: 'string', default: 'open', enum: ['open', 'closed'], help: "Redis down or slow: open = limits count in each replica's memory; closed = limited requests and streams get 503" },
+  { name: 'REDIS_STREAM_LEASE_MS', type: 'integer', default: 30000, minimum: 1000, help: 'how soon the stream slots of a replica that died are free again (holders refresh every third of it)' },
   { name: 'BODY_LIMIT', type: 'integer', default: 1048576, minimum: 1, help: 'largest request body in bytes; larger gets 413' },
   { name: 'UPSTREAM_TIMEOUT_MS', type: 'integer', default: 60000, minimum: 1, help: 'wait for upstream response headers, and at most this long between body chunks; then 504' },
   { name: 'UPSTREAM_CONNECT_TIMEOUT_MS', type: 'integer', default: 10000, minimum: 1, help: 'wait for a TCP+TLS connection to the upstream; then 504' },
@@ -133,6 +140,8 @@ export interface Config {
   wsInitTimeoutMs: number;
   /** COALESCE, CACHE_TTL_MS, CACHE_MAX_BYTES, CACHE_MAX_ENTRY_BYTES, COALESCE_MAX_BUFFERED_BYTES. */
   savings: SavingsSettings;
+  /** REDIS_*: the Redis shared by the replicas, or undefined (everything in this process). */
+  redis?: RedisConfig;
   /** One line per name that looks like a setting but is none, for the start-up log. */
   warnings: string[];
 }

@@ -34,6 +34,17 @@ export interface TrafficSummary {
   upstreamStreams?: number;
 }
 
+/** Usage of all replicas together, counted through Redis (REDIS_URL). */
+export interface GatewayTotals {
+  /** False while Redis is unavailable: the totals are unknown then (all 0, no keys). */
+  available: boolean;
+  requests: number;
+  status402: number;
+  status429: number;
+  saved: number;
+  keys: { name: string; requests: number; status402: number; status429: number; saved: number }[];
+}
+
 export interface StatusSources {
   version: string;
   /** Epoch ms the daemon started. */
@@ -46,6 +57,8 @@ export interface StatusSources {
   usage?: { state(name: string): Readonly<UsageState> | undefined };
   /** BUDGET_WARN_PERCENT: where the points bar turns amber. */
   budgetWarnPercent: number;
+  /** The totals of all replicas, with REDIS_URL. */
+  gateway?(): Promise<GatewayTotals>;
 }
 
 export interface AccountStatus {
@@ -91,6 +104,8 @@ export interface StatusData {
   budgetWarnPercent: number;
   credentials: CredentialStatus[];
   traffic: TrafficSummary;
+  /** With REDIS_URL: the usage of all replicas together. */
+  gateway?: GatewayTotals;
 }
 
 interface TokenHistory {
@@ -161,6 +176,7 @@ export class StatusBoard {
       budgetWarnPercent,
       credentials,
       traffic: await this.sources.traffic(),
+      ...(this.sources.gateway && { gateway: await this.sources.gateway() }),
     };
   }
 
@@ -285,6 +301,19 @@ function keysPart(keys: KeyTraffic[]): Html {
   )}</table>`;
 }
 
+function gatewayPart(g: GatewayTotals): Html {
+  if (!g.available) return html`<p class="bad">unknown: Redis is unavailable (limits count in each replica meanwhile)</p>`;
+  return html`<div class="tiles">
+      ${tile('requests', g.requests)}
+      ${tile('Bitquery 402 (points)', g.status402, g.status402 ? 'bad' : '')}
+      ${tile('429 (Bitquery and proxy)', g.status429, g.status429 ? 'warn' : '')}
+      ${tile('requests saved', g.saved, 'ok')}
+    </div>
+    ${g.keys.length ? html`<table class="gateway-keys"><tr><th>key</th><th>requests</th><th>402</th><th>429</th><th>saved</th></tr>${g.keys.map(
+      (k) => html`<tr><td>${k.name === 'none' ? '(no key)' : k.name}</td><td>${num(k.requests)}</td><td>${num(k.status402)}</td><td>${num(k.status429)}</td><td>${num(k.saved)}</td></tr>`,
+    )}</table>` : ''}`;
+}
+
 const CSS = `
 :root{color-scheme:light;--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--muted:#57606a;--line:#d0d7de}
 *{box-sizing:border-box}
@@ -351,6 +380,7 @@ export function renderStatusPage(data: StatusData): string {
   ${trafficPart(data.traffic)}
   <h2>Per key</h2>
   ${keysPart(data.traffic.keys)}
+  ${data.gateway && html`<h2>Gateway totals (all replicas, through Redis)</h2>${gatewayPart(data.gateway)}`}
 </main>
 <footer>The same data as JSON: <a href="status.json">status.json</a> · Prometheus: <a href="metrics">metrics</a></footer>
 </body>

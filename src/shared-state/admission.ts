@@ -11,11 +11,12 @@
 // in memory during an outage, so after one the shared count catches up by itself.
 //
 // While Redis is unavailable: REDIS_FAILURE=open answers from the in-memory twin (per replica),
-// closed throws SharedStateUnavailableError for a 503. Sharing resumes with the next call.
+// closed throws ProxyError('shared_state_unavailable') for a 503. Sharing resumes with the next call.
 import { randomBytes } from 'node:crypto';
 import type { Result } from 'ioredis';
+import type { Admission, RateDecision, RateSubject, Release } from '../admission/index.js';
+import { ProxyError } from '../errors.js';
 import { UNAVAILABLE, type RedisLink } from './connection.js';
-import { SharedStateUnavailableError, type Admission, type AdmissionSubject, type RateDecision } from './contracts.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -59,13 +60,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return #ARGV - 1
 `;
 
-export interface SharedAdmission extends Admission {
-  /** Stops refreshing leases: the slots still held expire within the lease time. */
-  close(): void;
-}
+/** The answer while Redis is away in closed mode: 503, worth a retry once Redis is back. */
+export const unavailableError = () => new ProxyError('shared_state_unavailable', undefined, { headers: { 'retry-after': '1' } });
 
-/** Rate limit and stream cap through `link`, answering from `fallback` (the in-memory one) in open mode while Redis is away. */
-export function createSharedAdmission(link: RedisLink, fallback: Admission): SharedAdmission {
+/**
+ * Rate limit and stream cap through `link`, answering from `fallback` (the in-memory one) in open
+ * mode while Redis is away. close() stops refreshing leases (the slots still held expire within
+ * the lease time), waits for the releases already sent, and closes `fallback`.
+ */
+export function createSharedAdmission(link: RedisLink, fallback: Admission): Admission {
   const { failure, streamLeaseMs } = link.config;
   link.define('bqpRate', RATE);
   link.define('bqpAcquire', ACQUIRE);
@@ -74,9 +77,11 @@ export function createSharedAdmission(link: RedisLink, fallback: Admission): Sha
   let nextLease = 0;
   /** Leases this replica holds: sorted-set key → lease ids. */
   const held = new Map<string, Set<string>>();
+  /** Releases sent and not yet answered, for close() to wait on. */
+  const releasing = new Set<Promise<unknown>>();
 
   const unavailable = <T>(fromMemory: () => Promise<T>): Promise<T> => {
-    if (failure === 'closed') throw new SharedStateUnavailableError();
+    if (failure === 'closed') throw unavailableError();
     return fromMemory();
   };
 
@@ -92,7 +97,7 @@ export function createSharedAdmission(link: RedisLink, fallback: Admission): Sha
   refresher.unref();
 
   return {
-    async take(subject: AdmissionSubject, limitPerMinute: number): Promise<RateDecision> {
+    async take(subject: RateSubject, limitPerMinute: number): Promise<RateDecision> {
       const key = subject.keyName !== undefined ? link.key('rate', 'key', subject.keyName) : link.key('rate', 'addr', subject.address);
       const counted = await link.run((c) => c.bqpRate(key, WINDOW_MS));
       if (counted === UNAVAILABLE) return unavailable(() => fallback.take(subject, limitPerMinute));
@@ -102,11 +107,11 @@ export function createSharedAdmission(link: RedisLink, fallback: Admission): Sha
       return { allowed, limit: limitPerMinute, remaining: Math.max(0, limitPerMinute - count), resetSec, ...(!allowed && { retryAfterSec: resetSec }) };
     },
 
-    async acquireStream(keyName: string, cap: number): Promise<(() => void) | undefined> {
+    async acquireStream(keyName: string, cap: number): Promise<Release | undefined> {
       const key = link.key('streams', keyName);
       const lease = `${replica}:${(nextLease += 1)}`;
       const got = await link.run((c) => c.bqpAcquire(key, cap, streamLeaseMs, lease));
-      let releaseLocal: (() => void) | undefined;
+      let releaseLocal: Release | undefined;
       if (got === UNAVAILABLE) {
         releaseLocal = await unavailable(() => fallback.acquireStream(keyName, cap));
         if (!releaseLocal) return undefined;
@@ -123,12 +128,16 @@ export function createSharedAdmission(link: RedisLink, fallback: Admission): Sha
         if (current.size === 0) held.delete(key);
         releaseLocal?.();
         // Not awaited: a release that fails leaves a lease that expires within the lease time.
-        void link.run((c) => c.zrem(key, lease));
+        const sent = link.run((c) => c.zrem(key, lease));
+        releasing.add(sent);
+        void sent.then(() => releasing.delete(sent));
       };
     },
 
-    close() {
+    async close() {
       clearInterval(refresher);
+      await Promise.all(releasing);
+      await fallback.close();
     },
   };
 }

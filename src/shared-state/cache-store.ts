@@ -1,17 +1,14 @@
 // The response cache's second tier: answers kept in Redis so that a miss on one replica is a hit
-// on another. Entries live under the credential set's name and a SHA-256 digest of the cache key
-// (never a key value, a token or the query itself), each with its TTL and at most
-// maxEntryBytes. Redis down or slow: a get is a miss, a set does nothing; neither ever throws.
-import { createHash } from 'node:crypto';
+// on another. TieredStore puts this replica's in-memory LRU in front of it: a hit in memory is
+// answered at once, as without Redis; a miss there asks Redis, and an answer found in Redis is
+// kept in memory for the rest of its TTL. A stored answer goes to both.
+//
+// Entries live under `<prefix>cache:<cache key>`; the saver's cache keys are the credential set's
+// name and a SHA-256 digest (never a key value, a token or the query itself). Each entry has its
+// TTL and at most maxEntryBytes. Redis down or slow: a get is a miss, a set does nothing; neither
+// ever throws.
+import { MemoryStore, type AnswerStore, type CachedAnswer, type StoreStats } from '../savings/store.js';
 import { UNAVAILABLE, type RedisLink } from './connection.js';
-import type { CachedAnswer } from './contracts.js';
-
-export interface SharedCacheStore {
-  /** The answer stored under `key` for the credential set, or undefined (absent, unreadable, or Redis unavailable). */
-  get(credentials: string, key: string): Promise<CachedAnswer | undefined>;
-  /** Stores the answer for `ttlMs`; skipped when larger than maxEntryBytes or when Redis is unavailable. */
-  set(credentials: string, key: string, answer: CachedAnswer, ttlMs: number): Promise<void>;
-}
 
 interface Meta {
   status: number;
@@ -35,29 +32,87 @@ function decode(value: Buffer): CachedAnswer | undefined {
   try {
     const meta = JSON.parse(value.subarray(4, end).toString()) as Meta;
     if (typeof meta.status !== 'number' || typeof meta.storedAt !== 'number' || typeof meta.headers !== 'object' || meta.headers === null) return undefined;
-    return { status: meta.status, headers: meta.headers, storedAt: meta.storedAt, body: value.subarray(end) };
+    // A copy: the body must not pin the whole value Redis sent.
+    return { status: meta.status, headers: meta.headers, storedAt: meta.storedAt, body: Buffer.from(value.subarray(end)) };
   } catch {
     return undefined;
   }
 }
 
+/** An answer found in Redis, with the time it has left there. */
+export interface SharedEntry {
+  answer: CachedAnswer;
+  ttlMs: number;
+}
+
+export interface SharedCacheStore {
+  /** The answer stored under `key` and its remaining TTL, or undefined (absent, unreadable, or Redis unavailable). */
+  get(key: string): Promise<SharedEntry | undefined>;
+  /** Stores the answer for `ttlMs`; skipped when larger than maxEntryBytes or when Redis is unavailable. Never rejects. */
+  set(key: string, answer: CachedAnswer, ttlMs: number): Promise<void>;
+}
+
 export interface SharedCacheOptions {
-  /** Largest stored value (metadata and body) in bytes: the bound on one entry in Redis. */
+  /** CACHE_MAX_ENTRY_BYTES: largest stored value (metadata and body), the bound on one entry in Redis. */
   maxEntryBytes: number;
 }
 
 export function createSharedCacheStore(link: RedisLink, { maxEntryBytes }: SharedCacheOptions): SharedCacheStore {
-  const keyOf = (credentials: string, key: string) => link.key('cache', credentials, createHash('sha256').update(key).digest('hex'));
+  const keyOf = (key: string) => link.key('cache', key);
   return {
-    async get(credentials, key) {
-      const value = await link.run((c) => c.getBuffer(keyOf(credentials, key)));
-      return value === UNAVAILABLE || value === null ? undefined : decode(value);
+    async get(key) {
+      const found = await link.run(async (c) => {
+        const [value, ttl] = (await c.multi().getBuffer(keyOf(key)).pttl(keyOf(key)).exec()) ?? [];
+        return { value: value?.[1] as Buffer | null | undefined, ttlMs: ttl?.[1] as number | undefined };
+      });
+      if (found === UNAVAILABLE || !found.value || !(found.ttlMs! > 0)) return undefined;
+      const answer = decode(found.value);
+      return answer && { answer, ttlMs: found.ttlMs! };
     },
-    async set(credentials, key, answer, ttlMs) {
+    async set(key, answer, ttlMs) {
       if (ttlMs < 1) return;
       const value = encode(answer);
       if (value.length > maxEntryBytes) return;
-      await link.run((c) => c.set(keyOf(credentials, key), value, 'PX', Math.ceil(ttlMs)));
+      await link.run((c) => c.set(keyOf(key), value, 'PX', Math.ceil(ttlMs)));
     },
   };
+}
+
+/** This replica's memory first, then Redis: the store the points saver gets when REDIS_URL is set. */
+export class TieredStore implements AnswerStore, StoreStats {
+  constructor(
+    private readonly memory: MemoryStore,
+    private readonly shared: SharedCacheStore,
+  ) {}
+
+  /** A memory hit at once (no turn of the event loop), else a promise of Redis' answer. */
+  get(key: string): CachedAnswer | undefined | Promise<CachedAnswer | undefined> {
+    return this.memory.get(key) ?? this.fromShared(key);
+  }
+
+  private async fromShared(key: string): Promise<CachedAnswer | undefined> {
+    const found = await this.shared.get(key);
+    if (!found) return undefined;
+    this.memory.set(key, found.answer, found.ttlMs);
+    return found.answer;
+  }
+
+  set(key: string, answer: CachedAnswer, ttlMs: number): Promise<void> {
+    this.memory.set(key, answer, ttlMs);
+    return this.shared.set(key, answer, ttlMs);
+  }
+
+  /** The memory tier's weight (`bitquery_proxy_cache_bytes`): Redis' is bounded by its maxmemory. */
+  get bytes(): number {
+    return this.memory.bytes;
+  }
+
+  get entries(): number {
+    return this.memory.entries;
+  }
+}
+
+/** The two tiers as the daemon builds them: this replica's LRU (CACHE_MAX_BYTES) in front of Redis. */
+export function tieredStore(link: RedisLink, memory: MemoryStore, maxEntryBytes: number): TieredStore {
+  return new TieredStore(memory, createSharedCacheStore(link, { maxEntryBytes }));
 }

@@ -1,7 +1,8 @@
 // The Redis settings (REDIS_*) turned into one checked object. Kept apart from the connection so
 // config.ts can validate them at start-up (exit 2 with one line) without opening a socket. The
 // URL may hold a password: no message here ever repeats the URL or the password.
-import { ConfigError, readSecretFile } from '../config/index.js';
+import { readSecretFile } from '../config/credentials.js';
+import { ConfigError } from '../config/errors.js';
 
 export type RedisFailureMode = 'open' | 'closed';
 

@@ -4,7 +4,17 @@
 // unavailable nothing is sent and the counts wait in that map (one entry per key name), to be
 // sent when it is back; a batch that was sent but not acknowledged is lost (and counted as an error).
 import { UNAVAILABLE, type RedisLink } from './connection.js';
-import type { UsageCounts } from './contracts.js';
+
+/** The usage counted per key name. */
+export interface UsageCounts {
+  requests: number;
+  /** Upstream 402 answers (points exhausted). */
+  status402: number;
+  /** 429 answers (upstream's or the proxy's own limit). */
+  status429: number;
+  /** Requests answered without going upstream (cache hits, coalesced). */
+  saved: number;
+}
 
 /** How often the counts of this replica are sent. */
 const FLUSH_MS = 1000;

@@ -42,6 +42,7 @@ interface Container {
   name: string;
   image?: string;
   restartPolicy?: string;
+  args?: string[];
   env?: EnvVar[];
   ports?: { name?: string; containerPort: number }[];
   volumeMounts?: { name: string; mountPath: string; readOnly?: boolean; subPath?: string }[];
@@ -110,6 +111,8 @@ const workloads: Workload[] = k8sDocs.flatMap(({ file, doc }): Workload[] => {
   return [];
 });
 
+/** redis.yaml's workload runs Redis, not the proxy: it has checks of its own. */
+const proxyWorkloads = () => workloads.filter((w) => w.file !== 'redis.yaml');
 const isProxy = (c: Container) => /(^|[/:])bitquery-proxy(:|@|$)/.test(c.image ?? '');
 const allContainers = (pod: PodSpec) => [...(pod.initContainers ?? []), ...pod.containers];
 const proxyContainers = (w: Workload) => allContainers(w.pod).filter(isProxy);
@@ -187,16 +190,16 @@ function loadWith(settings: Record<string, string>, dotenvPath?: string) {
 // ---- Kubernetes --------------------------------------------------------------------------------
 
 t.test('deploy/kubernetes holds sidecar.yaml and gateway.yaml, every document complete', async (t) => {
-  t.same(k8sFiles.map((f) => basename(f)), ['gateway.yaml', 'sidecar.yaml'], 'the two manifests');
+  t.same(k8sFiles.map((f) => basename(f)), ['gateway.yaml', 'redis.yaml', 'sidecar.yaml'], 'the two manifests and the Redis beside the gateway');
   t.ok(k8sDocs.length >= 5, 'documents were read');
   for (const { file, doc } of k8sDocs) {
     t.ok(doc.apiVersion && doc.kind && doc.metadata?.name, `${file}: ${doc.kind}/${doc.metadata?.name} has apiVersion, kind and name`);
   }
   t.notOk(k8sDocs.some(({ doc }) => doc.kind === 'Secret'), 'no Secret object: credentials stay out of git');
-  t.ok(workloads.length >= 2 && workloads.every((w) => proxyContainers(w).length === 1), 'each workload runs one proxy container');
+  t.ok(proxyWorkloads().length >= 2 && proxyWorkloads().every((w) => proxyContainers(w).length === 1), 'each workload runs one proxy container');
 });
 
-for (const w of workloads) {
+for (const w of proxyWorkloads()) {
   for (const c of proxyContainers(w)) {
     t.test(`${w.file}: ${w.doc.kind}/${w.doc.metadata.name}, container ${c.name}`, async (t) => {
       const vars = env(c);
@@ -210,7 +213,7 @@ for (const w of workloads) {
         t.ok(host, 'HOST is set');
         t.equal(envValue(c, 'PORT'), String(PROXY_PORT), `PORT is ${PROXY_PORT}`);
         const settings: Record<string, string> = {};
-        for (const e of vars.values()) settings[e.name] = e.value ?? 'placeholder';
+        for (const e of vars.values()) settings[e.name] = e.value ?? (e.name === 'REDIS_URL' ? 'redis://:placeholder@redis:6379/0' : 'placeholder');
         t.doesNotThrow(() => loadWith(settings), 'loadConfig accepts the settings');
       });
 
@@ -368,6 +371,40 @@ t.test('gateway.yaml: Deployment, Service, PodDisruptionBudget, HorizontalPodAut
   for (const d of docs) {
     if (d !== deployment) t.ok(matches(d.metadata.labels, labels), `${d.kind} carries the app's labels`);
   }
+  t.same(env(proxy).get('REDIS_URL')?.valueFrom?.secretKeyRef, { name: 'bitquery-proxy-redis', key: 'url' }, 'REDIS_URL (it holds the password) comes from a Secret');
+});
+
+t.test('redis.yaml: the Redis beside the gateway, reachable from the gateway pods only', async (t) => {
+  const docs = k8sDocs.filter((d) => d.file === 'redis.yaml').map((d) => d.doc);
+  const of = (kind: string) => docs.filter((d) => d.kind === kind);
+  const deployment = of('Deployment')[0]!;
+  const w = workloads.find((x) => x.doc === deployment)!;
+  t.equal(deployment.spec.replicas, 1, 'one Redis');
+  t.ok(matches(deployment.spec.selector?.matchLabels, w.podLabels), "the Deployment's selector matches its pods");
+  const redis = w.pod.containers[0]!;
+  t.match(redis.image, /^redis:\d+(\.\d+)*-alpine$/, 'the official image with a version tag');
+  const args = redis.args ?? [];
+  const arg = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+  t.equal(env(redis).get('REDIS_PASSWORD')?.valueFrom?.secretKeyRef?.name, 'bitquery-proxy-redis', 'the password from the Secret');
+  t.equal(arg('--requirepass'), '$(REDIS_PASSWORD)', 'required of every client');
+  t.equal(arg('--maxmemory-policy'), 'volatile-lru', 'only keys that expire are evicted (never the usage counters)');
+  t.ok(quantity(arg('--maxmemory')!.replace(/mb$/, 'M')) < quantity(redis.resources!.limits!.memory!), 'maxmemory is below the memory limit');
+  const own = redis.securityContext ?? {};
+  t.equal(w.pod.securityContext?.runAsNonRoot, true, 'runAsNonRoot');
+  t.equal(own.readOnlyRootFilesystem, true, 'readOnlyRootFilesystem');
+  t.equal(own.allowPrivilegeEscalation, false, 'no privilege escalation');
+  t.ok(own.capabilities?.drop?.includes('ALL'), 'all capabilities dropped');
+
+  const service = of('Service')[0]!;
+  t.equal(service.metadata.name, 'bitquery-proxy-redis', 'the host name in the documented REDIS_URL');
+  t.ok(matches(service.spec.selector, w.podLabels), "the Service's selector matches the Redis pod");
+  t.equal(service.spec.ports?.[0]?.port, 6379);
+  const gatewayPods = workloads.find((x) => x.file === 'gateway.yaml')!.podLabels;
+  const policy = of('NetworkPolicy')[0]!;
+  t.ok(matches(policy.spec.podSelector?.matchLabels, w.podLabels), 'the NetworkPolicy selects the Redis pod');
+  const from = policy.spec.ingress.flatMap((rule: { from: { podSelector?: { matchLabels: Labels }; namespaceSelector?: unknown }[] }) => rule.from);
+  t.ok(from.length > 0 && from.every((f: { podSelector?: { matchLabels: Labels }; namespaceSelector?: unknown }) => !f.namespaceSelector && matches(f.podSelector?.matchLabels, gatewayPods)), 'only the gateway pods may connect');
+  t.notOk(matches(w.podLabels, gatewayPods), 'the Redis pod is not selected as a gateway pod');
 });
 
 // ---- docker compose ------------------------------------------------------------------------------
@@ -384,6 +421,9 @@ interface ComposeService {
   networks?: string[] | Record<string, unknown>;
   ports?: (string | { host_ip?: string })[];
   command?: string | string[];
+  profiles?: string[];
+  deploy?: { replicas?: number };
+  read_only?: boolean;
 }
 interface Compose {
   services: Record<string, ComposeService>;
@@ -409,6 +449,8 @@ t.test('docker-compose.yml: the proxy and an example client on a private network
   const docs = readYaml(COMPOSE);
   t.equal(docs.length, 1, 'one document');
   const compose = docs[0] as Compose;
+  // The default services; the `gateway` profile is checked below.
+  compose.services = Object.fromEntries(Object.entries(compose.services).filter(([, s]) => !s.profiles));
   const proxyEntry = Object.entries(compose.services).find(([, s]) => s.build !== undefined);
   if (!t.ok(proxyEntry, 'a service is built from the Dockerfile')) return;
   const [proxyName, proxy] = proxyEntry!;
@@ -450,6 +492,34 @@ t.test('docker-compose.yml: the proxy and an example client on a private network
     t.ok(shared.length > 0, `${name} shares a network with the proxy`);
     t.ok(shared.every((n) => compose.networks?.[n]?.internal === true), 'that network is private (internal: true)');
   }
+});
+
+t.test('docker-compose.yml, profile gateway: two replicas sharing one Redis on an internal network', async (t) => {
+  const compose = readYaml(COMPOSE)[0] as Compose;
+  const inProfile = Object.entries(compose.services).filter(([, s]) => s.profiles?.includes('gateway'));
+  t.same(inProfile.map(([name]) => name).sort(), ['gateway', 'redis'], 'the replicas and Redis');
+  const gateway = compose.services.gateway!;
+  const redis = compose.services.redis!;
+  t.ok(gateway.build !== undefined && (gateway.deploy?.replicas ?? 1) >= 2, 'two replicas or more of the proxy built here');
+  const environment = composeEnv(gateway);
+  for (const name of Object.keys(environment)) t.ok(KNOWN.has(name), `${name} is a setting in SETTINGS`);
+  const url = new URL(environment.REDIS_URL ?? '');
+  t.same([url.protocol, url.hostname, url.password], ['redis:', 'redis', ''], 'REDIS_URL names the redis service and holds no password');
+  for (const name of CREDENTIALS) if (name !== 'REDIS_URL') t.notOk(name in environment, `${name} is not written in the compose file`);
+  t.doesNotThrow(() => loadWith(environment, ENV_EXAMPLE), 'loadConfig accepts the gateway settings with .env.example');
+  const dependsOn = gateway.depends_on as Record<string, { condition?: string }>;
+  t.equal(dependsOn.redis?.condition, 'service_healthy', 'the replicas wait for Redis');
+  t.match([redis.image ?? ''].flat().join(''), /^redis:\d+(\.\d+)*-alpine$/, 'the official Redis image with a version tag');
+  const command = [redis.command ?? []].flat();
+  t.equal(command[command.indexOf('--maxmemory-policy') + 1], 'volatile-lru', 'only keys that expire are evicted');
+  t.ok(command.includes('--maxmemory'), 'memory is bounded');
+  t.same(networksOf(redis), ['shared-state'], 'Redis is on one network');
+  t.equal(compose.networks?.['shared-state']?.internal, true, 'an internal one');
+  const onIt = Object.entries(compose.services).filter(([, s]) => networksOf(s).includes('shared-state')).map(([name]) => name).sort();
+  t.same(onIt, ['gateway', 'redis'], 'which only the replicas join');
+  t.equal(redis.read_only, true, 'read-only root filesystem');
+  const drain = Number(environment.SHUTDOWN_TIMEOUT_MS ?? settingDefault('SHUTDOWN_TIMEOUT_MS'));
+  t.ok(durationMs(gateway.stop_grace_period ?? '10s') > drain, 'stop_grace_period covers the drain');
 });
 
 t.test('.env.example: placeholders for real settings, one credentials mode', async (t) => {

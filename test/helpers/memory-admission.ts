@@ -1,8 +1,8 @@
 // A plain in-memory Admission standing in for the proxy's own, to see when the shared one falls back to it.
-import type { Admission, RateDecision } from '../../src/shared-state/contracts.js';
+import type { Admission, RateDecision } from '../../src/admission/index.js';
 
 export interface CountingAdmission extends Admission {
-  calls: { take: number; acquireStream: number };
+  calls: { take: number; acquireStream: number; close: number };
   /** Streams held per key. */
   held: Map<string, number>;
 }
@@ -10,7 +10,7 @@ export interface CountingAdmission extends Admission {
 export function memoryAdmission(): CountingAdmission {
   const counts = new Map<string, number>();
   const held = new Map<string, number>();
-  const calls = { take: 0, acquireStream: 0 };
+  const calls = { take: 0, acquireStream: 0, close: 0 };
   return {
     calls,
     held,
@@ -31,6 +31,9 @@ export function memoryAdmission(): CountingAdmission {
         if (holding) held.set(keyName, held.get(keyName)! - 1);
         holding = false;
       };
+    },
+    async close() {
+      calls.close += 1;
     },
   };
 }

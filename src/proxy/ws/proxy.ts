@@ -261,6 +261,8 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     if (takeOver?.take({ req, socket, head, path, protocols, caller: caller instanceof ProxyError ? undefined : caller })) return;
     if (caller instanceof ProxyError) return refused(socket, path, caller);
     serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), protocols, caller).catch((err: Error) => {
+      // A refusal of the admission itself (shared_state_unavailable) is answered as it is.
+      if (err instanceof ProxyError) return refused(socket, path, err, caller);
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
       refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'), caller);
     });
