@@ -3,7 +3,8 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ProxyError, sendError } from '../errors.js';
-import { renderStatusPage, type StatusData } from './status.js';
+import { renderStatusPage } from './status-page.js';
+import type { StatusData } from './status.js';
 
 export interface AdminOptions {
   /** ADMIN_HOST. */

@@ -5,7 +5,8 @@
 import type { Logger } from 'pino';
 import type { Admission } from '../admission/index.js';
 import type { Events } from '../events.js';
-import { NONE, type Metrics } from '../observability/metrics.js';
+import { NONE } from '../observability/metric-parts.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { GatewayTotals } from '../observability/status.js';
 import { createSharedAdmission } from './admission.js';
 import { connectRedis, type RedisLink } from './connection.js';

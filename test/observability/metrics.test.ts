@@ -1,7 +1,8 @@
 import t from 'tap';
 import { register as globalRegistry, Histogram, Registry } from 'prom-client';
 import { Events } from '../../src/events.js';
-import { DURATION_BUCKETS, LightHistogram, Metrics } from '../../src/observability/metrics.js';
+import { DURATION_BUCKETS, LightHistogram } from '../../src/observability/metric-parts.js';
+import { Metrics } from '../../src/observability/metrics.js';
 import { fakeSet, request, usage } from './helpers.js';
 
 function setup() {

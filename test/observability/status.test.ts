@@ -1,6 +1,7 @@
 import t from 'tap';
 import { Events } from '../../src/events.js';
-import { escapeHtml, formatDuration, renderStatusPage, StatusBoard, type StatusSources, type TrafficSummary } from '../../src/observability/status.js';
+import { escapeHtml, formatDuration, renderStatusPage } from '../../src/observability/status-page.js';
+import { StatusBoard, type StatusSources, type TrafficSummary } from '../../src/observability/status.js';
 import type { UsageState } from '../../src/observability/usage.js';
 import { fakeSet, usage } from './helpers.js';
 
