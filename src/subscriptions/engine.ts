@@ -10,8 +10,7 @@ import type { Events } from '../events.js';
 import { Hub } from './hub.js';
 import { pickProtocol } from './protocol.js';
 import { ClientSession, type SessionSettings } from './session.js';
-import type { Authenticate, Principal, SharingStats } from './types.js';
-import type { UpstreamSettings } from './upstream.js';
+import type { Authenticate, Principal, SharingStats, UpstreamSettings } from './types.js';
 
 export interface SharingSettings extends UpstreamSettings, SessionSettings {
   /** Period of `ka` messages to legacy clients. */

@@ -4,8 +4,8 @@
 import type { Logger } from 'pino';
 import type { Events } from '../events.js';
 import { identityKey, type GraphqlRequest } from '../graphql/identity.js';
-import type { Principal, ReconnectReason, SharingStats, StreamCounts, Subscriber } from './types.js';
-import { UpstreamStream, type UpstreamSettings } from './upstream.js';
+import type { Principal, ReconnectReason, SharingStats, StreamCounts, Subscriber, UpstreamSettings } from './types.js';
+import { UpstreamStream } from './upstream.js';
 
 export interface HubOptions {
   settings: UpstreamSettings;

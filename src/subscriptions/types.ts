@@ -82,3 +82,21 @@ export interface Subscriber {
   /** The upstream completed the stream: this subscription is over. */
   complete(): void;
 }
+
+/** How an upstream stream connects, waits and gives up (part of WS_* settings). */
+export interface UpstreamSettings {
+  /** Reconnect after this long without any message from the upstream. */
+  idleMs: number;
+  /** Reconnect attempts in a row before subscribers get an error; 0 = none. */
+  reconnectAttempts: number;
+  /** The socket is closed this long after its last subscriber left; 0 = at once. */
+  lingerMs: number;
+  /** TCP+TLS connection and WebSocket handshake together. */
+  connectTimeoutMs: number;
+  tokenWaitMs: number;
+  /** Largest upstream message; a larger one breaks the connection (and counts as a drop). */
+  maxMessageBytes: number;
+  /** Backoff: the first reconnect is immediate, then min, 2×min, … up to max, each with jitter (50–100%). */
+  backoffMinMs: number;
+  backoffMaxMs: number;
+}

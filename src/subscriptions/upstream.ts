@@ -18,25 +18,10 @@ import type { Logger } from 'pino';
 import { WebSocket, type RawData } from 'ws';
 import type { Events } from '../events.js';
 import type { GraphqlRequest } from '../graphql/identity.js';
+import { wsOrigin } from '../proxy/ws/handshake.js';
+import { clip, scrubSecrets } from '../scrub.js';
 import { errorsOf, LEGACY } from './protocol.js';
-import type { Principal, ReconnectReason, SharedStreamClosedEvent, Subscriber } from './types.js';
-
-export interface UpstreamSettings {
-  /** Reconnect after this long without any message from the upstream. */
-  idleMs: number;
-  /** Reconnect attempts in a row before subscribers get an error; 0 = none. */
-  reconnectAttempts: number;
-  /** The socket is closed this long after its last subscriber left; 0 = at once. */
-  lingerMs: number;
-  /** TCP+TLS connection and WebSocket handshake together. */
-  connectTimeoutMs: number;
-  tokenWaitMs: number;
-  /** Largest upstream message; a larger one breaks the connection (and counts as a drop). */
-  maxMessageBytes: number;
-  /** Backoff: the first reconnect is immediate, then min, 2×min, … up to max, each with jitter (50–100%). */
-  backoffMinMs: number;
-  backoffMaxMs: number;
-}
+import type { Principal, ReconnectReason, SharedStreamClosedEvent, Subscriber, UpstreamSettings } from './types.js';
 
 export interface StreamContext {
   settings: UpstreamSettings;
@@ -50,12 +35,15 @@ export interface StreamContext {
 
 /** After a stream starts closing, how long the upstream gets to answer the close frame before the socket is cut. */
 const CLOSE_GRACE_MS = 2000;
-/** At most this much of a handshake refusal's body is quoted in the error subscribers get. */
-const REFUSAL_BODY_MAX = 200;
+/**
+ * At most this much of a handshake refusal's body is read, and at most REFUSAL_TEXT_MAX characters
+ * of it, scrubbed of the token first, are quoted in the error subscribers get: an upstream (or a
+ * proxy in between) may echo the request URL, which holds `?token=`.
+ */
+const REFUSAL_BODY_MAX = 4096;
+const REFUSAL_TEXT_MAX = 200;
 /** The only operation id used upstream: one subscription per socket. */
 const OP_ID = '1';
-
-const wsOrigin = (origin: URL) => `${origin.protocol === 'https:' ? 'wss:' : 'ws:'}//${origin.host}`;
 
 type Phase = 'connecting' | 'initialising' | 'live' | 'waiting' | 'ended';
 
@@ -75,6 +63,8 @@ export class UpstreamStream {
   private failures = 0;
   /** A token to use for the next attempt instead of asking (after a 401). */
   private nextToken?: string;
+  /** The token of the current attempt: removed from any upstream text quoted to subscribers. */
+  private token = '';
   private lastMessageAt = 0;
   private ackAt = 0;
   private timer?: NodeJS.Timeout;
@@ -174,6 +164,7 @@ export class UpstreamStream {
       }
       if (this.phase !== 'connecting') return;
     }
+    this.token = token;
     // The URL holds the token: it is never logged, nor any error text that could quote it.
     const url = `${wsOrigin(this.principal.origin)}${this.path}?token=${encodeURIComponent(token)}`;
     const sentAt = performance.now();
@@ -195,7 +186,7 @@ export class UpstreamStream {
       let body = '';
       const done = () => {
         if (this.ws !== ws) return;
-        const detail = body.replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, REFUSAL_BODY_MAX);
+        const detail = clip(scrubSecrets(body, [token]).replace(/[^\x20-\x7e]+/g, ' ').trim(), REFUSAL_TEXT_MAX);
         void this.handshakeRefused(token, sentAt, status, detail, Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter * 1000 : undefined);
       };
       res.setEncoding('utf8');
@@ -281,7 +272,7 @@ export class UpstreamStream {
         return this.finish('upstream_complete', (s) => s.complete());
       case 'connection_error': {
         const [first] = errorsOf(msg.payload);
-        return this.failed({ reason: 'connection_error', message: `the upstream refused connection_init (${first!.message.slice(0, REFUSAL_BODY_MAX)})` });
+        return this.failed({ reason: 'connection_error', message: `the upstream refused connection_init (${clip(scrubSecrets(first!.message, [this.token]), REFUSAL_TEXT_MAX)})` });
       }
       default:
         // `ka` and anything else: the stream is alive. Alive long after the ack counts as recovered.

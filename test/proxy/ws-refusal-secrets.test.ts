@@ -2,8 +2,11 @@
 // between) that echoes the request in its refusal body would hand the token to the client and to the
 // log. Text taken from the upstream is scrubbed of the tokens sent, the client secret and the
 // client's key; the status and a short reason remain.
+import { once } from 'node:events';
 import t from 'tap';
+import { WebSocket } from 'ws';
 import { fakeEnv, SECRET, startFake, startProxy } from '../helpers/pair.js';
+import { waitFor } from '../helpers/proxy-process.js';
 import { findLeaks, describeLeaks } from '../helpers/secrets.js';
 import { wsRefusal } from '../helpers/ws-refusal.js';
 
@@ -42,5 +45,37 @@ t.test("an upstream refusal that echoes the token, the secret and the key: none 
   await proxy.waitForLog((l) => l.msg.startsWith('stream refused') && l.status === 503);
   await proxy.stop();
   const inLog = findLeaks(proxy.output(), secrets);
+  t.same(inLog, [], inLog.length ? describeLeaks(inLog) : 'no secret in the log');
+});
+
+t.test('share mode: a refusal that echoes the token reaches subscribers scrubbed', async (t) => {
+  const fake = await startFake(t);
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${KEY}` }, {}, [SECRET, KEY]);
+  const client = new WebSocket(`${proxy.url.replace('http', 'ws')}/graphql`, 'graphql-ws', { headers: { 'x-api-key': KEY } });
+  t.teardown(() => client.terminate());
+  const messages: { type: string; id?: string; payload?: unknown }[] = [];
+  client.on('message', (data) => messages.push(JSON.parse(data.toString())));
+  await once(client, 'open');
+  client.send(JSON.stringify({ type: 'connection_init', payload: {} }));
+  await waitFor(async () => messages.some((m) => m.type === 'connection_ack'), 10_000, 'connection_ack');
+
+  // A 403 is final (no reconnect). Its body quotes the request URL with the token it carried, which
+  // is known only once the fake has recorded that handshake: hence a getter.
+  fake.wsRefusals.push({
+    status: 403,
+    get body() {
+      return `forbidden: GET /graphql?token=${fake.wsHandshakes.at(-1)?.token ?? ''}`;
+    },
+  });
+  client.send(JSON.stringify({ type: 'start', id: '1', payload: { query: 'subscription { EVM { Blocks { Block { Number } } } }' } }));
+  const error = await waitFor(async () => messages.find((m) => m.type === 'error'), 15_000, 'the subscription error');
+  const token = fake.wsHandshakes.at(-1)!.token!;
+  t.ok(token, 'the upstream handshake carried a token');
+  const text = JSON.stringify(error);
+  t.match(text, /refused the WebSocket handshake with 403: forbidden: GET \/graphql\?token=\[REDACTED\]/, 'the status and a short reason are kept');
+  const leaks = findLeaks(text, [token, SECRET, KEY]);
+  t.same(leaks, [], leaks.length ? describeLeaks(leaks) : 'no secret in what the subscriber got');
+  await proxy.stop();
+  const inLog = findLeaks(proxy.output(), [token, SECRET, KEY]);
   t.same(inLog, [], inLog.length ? describeLeaks(inLog) : 'no secret in the log');
 });
