@@ -6,20 +6,10 @@ import t from 'tap';
 import { SECRET, startFake, startProxy, fakeEnv } from '../helpers/pair.js';
 import { waitFor } from '../helpers/proxy-process.js';
 import { assertNoLeaks } from '../helpers/secrets.js';
+import { sample } from './helpers.js';
 
 const KEY = 'alice-key-7c1e9a3f5b';
 const QUERY = JSON.stringify({ query: '{ hello }' });
-
-/** The value of one sample of the Prometheus text, found by name and labels (any label order). */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_:]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
 
 t.test('observability end to end', async (t) => {
   const fake = await startFake(t);
