@@ -359,7 +359,7 @@ function explain(answer: Answer | 'hung' | Error, faults: Faults, from: number, 
   }
   if (faults.some((f) => f.kind === 'http5xx' && f.status === answer.status && f.body === answer.text)) return [`${answer.status} passed through`, true];
   const code = jsonError(answer);
-  if (answer.status === 502 && code === 'upstream_unreachable') return ['502 upstream_unreachable', has('httpReset'), detail];
+  if (answer.status === 502 && code === 'upstream_reset') return ['502 upstream_reset', has('httpReset'), detail];
   if (answer.status === 504 && code === 'upstream_timeout') {
     const slow = faults.some((f) => f.kind === 'httpSlow' && (f.slowMs ?? 0) > UPSTREAM_TIMEOUT_MS);
     return ['504 upstream_timeout', slow || inBurst(from, to), detail];

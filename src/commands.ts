@@ -71,7 +71,7 @@ export async function check(config: Config, say: (line: string) => void): Promis
   } catch (err) {
     // A timeout or a refused certificate is said best by the catalogue; other failures by the socket error itself.
     const failure = upstreamFailure(err);
-    const detail = failure.code === 'upstream_unreachable' && !certificateRefused(err) ? describeNetworkError(err, config.upstreamTimeoutMs) : failure.message;
+    const detail = failure.status === 502 && !certificateRefused(err) ? describeNetworkError(err, config.upstreamTimeoutMs) : failure.message;
     throw new CommandError(`upstream failed: POST ${url}: ${detail}`);
   }
   if (status !== 200) {

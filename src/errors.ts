@@ -31,6 +31,8 @@ export const ERRORS = {
   /** The upstream refused a WebSocket handshake: its own status (400–599) is passed on when it has one. */
   upstream_rejected: { status: 502, message: 'the upstream refused the request' },
   upstream_unreachable: { status: 502, message: 'the upstream could not be reached' },
+  upstream_refused: { status: 502, message: 'the upstream refused the connection' },
+  upstream_reset: { status: 502, message: 'the upstream closed the connection before answering' },
   token_unavailable: { status: 503, message: 'no valid Bitquery token' },
   upstream_busy: { status: 503, message: 'every upstream connection is busy (UPSTREAM_CONNECTIONS): try again later' },
   too_many_streams: { status: 503, message: 'too many streams are open: try again later' },
@@ -117,7 +119,13 @@ export function certificateRefused(err: unknown): boolean {
   return /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(errorCode(err));
 }
 
-/** An upstream request that failed, as the error a client should see: 504 for timeouts, else 502. */
+/** Node's and undici's codes of a connection closed under a request (a reset, a close before the answer). */
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+/**
+ * An upstream request that failed, as the error a client should see: 504 for timeouts, else 502,
+ * telling a refused connection and one closed before the answer from the rest (DNS, TLS, routes).
+ */
 export function upstreamFailure(err: unknown): ProxyError {
   const code = errorCode(err);
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
@@ -129,6 +137,8 @@ export function upstreamFailure(err: unknown): ProxyError {
   if (certificateRefused(err)) {
     return new ProxyError('upstream_unreachable', `the upstream's TLS certificate was not accepted (${code})`, { cause: err });
   }
+  if (code === 'ECONNREFUSED') return new ProxyError('upstream_refused', `the upstream refused the connection (${code})`, { cause: err });
+  if (RESET_CODES.has(code)) return new ProxyError('upstream_reset', `the upstream closed the connection before answering (${code})`, { cause: err });
   const detail = code || (err as { message?: string }).message || 'connection failed';
   return new ProxyError('upstream_unreachable', `the upstream could not be reached (${detail})`, { cause: err });
 }

@@ -20,7 +20,10 @@ t.test('upstream failures: timeouts are 504, the rest 502, classified by undici 
   t.match(upstreamFailure({ code: 'UND_ERR_HEADERS_TIMEOUT' }), { code: 'upstream_timeout', status: 504, message: /UPSTREAM_TIMEOUT_MS/ });
   t.match(upstreamFailure({ code: 'UND_ERR_CONNECT_TIMEOUT' }), { code: 'upstream_timeout', message: /UPSTREAM_CONNECT_TIMEOUT_MS/ });
   t.match(upstreamFailure({ cause: { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' } }), { code: 'upstream_unreachable', status: 502, message: /certificate was not accepted/ });
-  t.match(upstreamFailure(Object.assign(new Error('x'), { code: 'ECONNREFUSED' })), { code: 'upstream_unreachable', message: 'the upstream could not be reached (ECONNREFUSED)' });
+  t.match(upstreamFailure(Object.assign(new Error('x'), { code: 'ECONNREFUSED' })), { code: 'upstream_refused', status: 502, message: 'the upstream refused the connection (ECONNREFUSED)' });
+  t.match(upstreamFailure({ code: 'UND_ERR_SOCKET' }), { code: 'upstream_reset', status: 502, message: 'the upstream closed the connection before answering (UND_ERR_SOCKET)' });
+  t.match(upstreamFailure({ cause: { code: 'ECONNRESET' } }), { code: 'upstream_reset' });
+  t.match(upstreamFailure({ code: 'ENOTFOUND' }), { code: 'upstream_unreachable', message: 'the upstream could not be reached (ENOTFOUND)' });
   t.match(upstreamFailure(new Error('socket hang up')), { message: /\(socket hang up\)/ });
 });
 

@@ -53,7 +53,7 @@ t.test('__proto__ key limit, 5xx access lines with their error at warn, # in a W
   t.equal(first.statusCode, 502, 'the upstream is down');
   await first.body.dump();
   const line = await proxy.waitForLog((l) => l.msg === 'request' && l.status === 502);
-  t.equal(line.error, 'upstream_unreachable', 'the access line says which error');
+  t.equal(line.error, 'upstream_refused', 'the access line says which error');
   t.equal(line.level, 40, 'at warn');
   const second = await request(`${proxy.url}/graphql?query=%7Bhello%7D`, { headers: { 'x-api-key': KEY } });
   t.equal(second.statusCode, 429, 'the key named __proto__ has its limit of 1 a minute');

@@ -153,6 +153,13 @@ function adminPortFrom(value: string): number | 'off' {
   return port;
 }
 
+/** WS_MAX_STREAMS_PER_KEY; unset: with inbound keys, a quarter of WS_MAX_STREAMS, so that one key leaves room for the others. */
+function streamsPerKey(raw: Raw): number {
+  const set = raw.WS_MAX_STREAMS_PER_KEY as number | undefined;
+  if (set !== undefined) return set;
+  return raw.PROXY_API_KEYS || raw.PROXY_API_KEYS_FILE ? Math.ceil((raw.WS_MAX_STREAMS as number) / 4) : 0;
+}
+
 /** ALLOWED_HOSTS: `*` for any Host; unset on a non-loopback HOST means any too (keys protect a network gateway). */
 function allowedHostsFrom(value: string | undefined, host: string): string[] | '*' {
   if (value === undefined) return isLoopbackHost(host) ? [] : '*';
@@ -203,7 +210,7 @@ export function loadConfig(env: Record<string, string | undefined>, options: Loa
     ...parts,
     ...inboundAuth(raw, raw.HOST as string, parts),
     rateLimitPerMinute: n('RATE_LIMIT_PER_MINUTE'),
-    wsMaxStreamsPerKey: n('WS_MAX_STREAMS_PER_KEY'),
+    wsMaxStreamsPerKey: streamsPerKey(raw),
     corsOrigins: corsFrom(raw.CORS_ORIGINS as string | undefined),
     allowedHosts: allowedHostsFrom(raw.ALLOWED_HOSTS as string | undefined, raw.HOST as string),
     paths: pathsFrom(raw.PROXY_PATHS as string),

@@ -37,7 +37,7 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'PROXY_API_KEYS_FILE', type: 'string', help: 'file of inbound keys, one a line (# comments), re-read when it changes' },
   { name: 'PROXY_ALLOW_UNAUTHENTICATED', type: 'boolean', default: false, help: 'allow listening on a non-loopback HOST without inbound keys (trusted private networks only)' },
   { name: 'RATE_LIMIT_PER_MINUTE', type: 'integer', default: 0, minimum: 0, help: 'requests a minute per key (per client address without keys); 0 = unlimited' },
-  { name: 'WS_MAX_STREAMS_PER_KEY', type: 'integer', default: 0, minimum: 0, help: 'concurrent WebSocket streams per key; 0 = only WS_MAX_STREAMS applies' },
+  { name: 'WS_MAX_STREAMS_PER_KEY', type: 'integer', minimum: 0, help: 'concurrent WebSocket streams per key; unset: a quarter of WS_MAX_STREAMS when inbound keys are set; 0 = only WS_MAX_STREAMS applies' },
   { name: 'CORS_ORIGINS', type: 'string', help: 'browser origins allowed, comma-separated, or * for any; unset: http(s)://localhost, 127.0.0.1 and [::1] on any port' },
   { name: 'HOST', type: 'string', default: '127.0.0.1', help: 'listen address' },
   { name: 'PORT', type: 'integer', default: 8080, minimum: 0, maximum: 65535, help: 'listen port (0 picks a free one)' },

@@ -77,7 +77,7 @@ export class Metrics {
     }));
     const upstreamErrors = this.counter({
       name: 'bitquery_proxy_upstream_errors_total',
-      help: 'Upstream requests that failed without an answer (timeout, unreachable)',
+      help: 'Upstream requests and WebSocket handshakes that got no answer (timeout, refused, reset, unreachable, busy)',
       labelNames: ['credentials', 'error'] as const,
     });
     const upstreamLimited = (this.upstreamLimited = this.counter({
@@ -179,6 +179,10 @@ export class Metrics {
         // The proxy's own 429 is rate_limited; any other 402 or 429 is Bitquery's, passed on.
         if (e.error === 'rate_limited') rateLimited.inc({ key });
         else if (e.status === 402 || e.status === 429) upstreamLimited.inc({ key, status: e.status });
+        // A handshake the upstream answered is upstream_rejected; the other upstream_ codes got no answer.
+        else if (e.error.startsWith('upstream_') && e.error !== 'upstream_rejected') {
+          upstreamErrors.inc({ credentials: labels.credentials(e.credentials), error: e.error.slice('upstream_'.length) });
+        }
       }),
       events.on('usage', (e) => {
         this.accounts.set(labels.credentials(e.credentials), e.usage);

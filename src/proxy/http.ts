@@ -7,7 +7,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Dispatcher } from 'undici';
-import type { Admission, RateDecision } from '../admission/index.js';
+import { countRequest, type Admission } from '../admission/index.js';
 import type { Caller, ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
 import { ProxyError, sendError } from '../errors.js';
@@ -59,19 +59,6 @@ declare module 'fastify' {
   }
 }
 
-/** "59 seconds", "1 minute": when a limited caller may come back, in words. */
-function retryIn(seconds: number): string {
-  const minutes = Math.round(seconds / 60);
-  if (minutes > 0) return `${minutes} minute${minutes === 1 ? '' : 's'}`;
-  return `${seconds} second${seconds === 1 ? '' : 's'}`;
-}
-
-/** The rate-limit headers of an admitted or refused request (x-ratelimit-*, and Retry-After when refused). */
-function rateHeaders(reply: FastifyReply, decision: RateDecision): void {
-  reply.header('x-ratelimit-limit', decision.limit).header('x-ratelimit-remaining', decision.remaining).header('x-ratelimit-reset', decision.resetSec);
-  if (decision.retryAfterSec !== undefined) reply.header('retry-after', decision.retryAfterSec);
-}
-
 export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions): Promise<void> {
   const { config, resolveCaller, admission, saver } = options;
   /** Upstream 402 and 429 answers, per key name and status, for the warning lines. */
@@ -94,11 +81,10 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
     if (limit === 0) return done();
     const { keyName } = caller;
-    admission.take({ keyName, address: request.ip }, limit).then((decision) => {
-      rateHeaders(reply, decision);
-      if (decision.allowed) return done();
-      const who = keyName === undefined ? '' : ` for the key "${keyName}"`;
-      sendError(reply, new ProxyError('rate_limited', `${limit} requests a minute${who}: retry in ${retryIn(decision.retryAfterSec!)}`));
+    countRequest(admission, { keyName, address: request.ip }, limit).then((answer) => {
+      if (answer instanceof ProxyError) return void sendError(reply, answer);
+      reply.headers(answer);
+      done();
     }, done);
   };
 

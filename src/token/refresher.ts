@@ -211,7 +211,9 @@ export class TokenRefresher implements TokenProvider {
   async tokenRejected(rejected: string, waitMs: number, sentAt: number): Promise<string | undefined> {
     const current = this.current;
     if (current && current.value !== rejected && isUsable(current)) return current.value;
-    if (current?.value === rejected) {
+    // Past its expiry the token explains the 401 (the request waited, for a connection or a slow
+    // upstream, while the token ran out): wait below for the next one, due or under way.
+    if (current?.value === rejected && isUsable(current)) {
       if (this.workedAt >= sentAt) {
         this.options.logger.debug('upstream answered 401 although the token worked since the request was sent: not renewing');
         return undefined;

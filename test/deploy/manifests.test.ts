@@ -23,6 +23,8 @@ const CREDENTIALS = new Set([...SETTINGS.filter((s) => s.secret).map((s) => s.na
 const GATEWAY_KEYS_FILE = '/var/run/secrets/bitquery-proxy/keys/keys';
 const CLIENT_SECRET_FILE = '/var/run/secrets/bitquery/client-secret';
 const PROXY_PORT = 8080;
+/** The admin listener's port (metrics, probes, status page), as the manifests set it. */
+const ADMIN_PORT = 9464;
 
 // ---- loading ---------------------------------------------------------------------------------
 
@@ -71,6 +73,7 @@ interface Workload {
   doc: Doc;
   pod: PodSpec;
   podLabels: Labels;
+  podAnnotations: Record<string, string>;
 }
 
 /**
@@ -104,9 +107,10 @@ const k8sDocs: { file: string; doc: Doc }[] = k8sFiles.flatMap((file) =>
 
 const POD_TEMPLATE_KINDS = new Set(['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job']);
 const workloads: Workload[] = k8sDocs.flatMap(({ file, doc }): Workload[] => {
-  if (doc.kind === 'Pod') return [{ file, doc, pod: doc.spec as PodSpec, podLabels: doc.metadata.labels ?? {} }];
+  if (doc.kind === 'Pod') return [{ file, doc, pod: doc.spec as PodSpec, podLabels: doc.metadata.labels ?? {}, podAnnotations: (doc.metadata as { annotations?: Record<string, string> }).annotations ?? {} }];
   if (POD_TEMPLATE_KINDS.has(doc.kind)) {
-    return [{ file, doc, pod: doc.spec.template.spec as PodSpec, podLabels: doc.spec.template.metadata?.labels ?? {} }];
+    const meta = doc.spec.template.metadata;
+    return [{ file, doc, pod: doc.spec.template.spec as PodSpec, podLabels: meta?.labels ?? {}, podAnnotations: meta?.annotations ?? {} }];
   }
   return [];
 });
@@ -140,17 +144,13 @@ function quantity(q: string): number {
   return Number(m[1]) * scale[m[2] ?? '']!;
 }
 
-/** Where a probe looks: the path and port, and whether the kubelet or the container connects. */
-function probeTarget(probe: Probe, c: Container): { via: 'httpGet' | 'exec'; path: string; port: number } | undefined {
-  if (probe.httpGet) {
-    const port = typeof probe.httpGet.port === 'number' ? probe.httpGet.port : c.ports?.find((p) => p.name === probe.httpGet!.port)?.containerPort;
-    return { via: 'httpGet', path: probe.httpGet.path ?? '/', port: port ?? NaN };
-  }
-  const command = probe.exec?.command ?? [];
-  // The image has node and no curl/wget/shell tools: `node -e "fetch('http://127.0.0.1:PORT/PATH')..."`.
-  if (command[0] !== 'node' || command[1] !== '-e') return undefined;
-  const m = /fetch\(\s*'http:\/\/(?:127\.0\.0\.1|localhost):(\d+)(\/[^'?]*)'/.exec(command[2] ?? '');
-  return m ? { via: 'exec', path: m[2]!, port: Number(m[1]) } : undefined;
+/** A container port by number or name, as a number. */
+const portNumber = (c: Container, port: number | string | undefined) => (typeof port === 'number' ? port : c.ports?.find((p) => p.name === port)?.containerPort);
+
+/** Where an httpGet probe looks (the kubelet connects to the pod IP); undefined for any other kind. */
+function probeTarget(probe: Probe, c: Container): { path: string; port: number } | undefined {
+  if (!probe.httpGet) return undefined;
+  return { path: probe.httpGet.path ?? '/', port: portNumber(c, probe.httpGet.port) ?? NaN };
 }
 
 /** Milliseconds of the preStop pause, 0 without one. */
@@ -236,20 +236,29 @@ for (const w of proxyWorkloads()) {
         if (id) t.ok(id.valueFrom?.secretKeyRef || id.valueFrom?.configMapKeyRef, 'BITQUERY_CLIENT_ID comes from a Secret or ConfigMap');
       });
 
-      t.test('probes: /readyz for readiness, /healthz for liveness, reachable', async (t) => {
+      t.test('probes: httpGet on the admin port, /readyz for readiness, /healthz for liveness', async (t) => {
+        t.equal(envValue(c, 'ADMIN_PORT'), String(ADMIN_PORT), `ADMIN_PORT is ${ADMIN_PORT}`);
+        // The kubelet's httpGet connects to the pod IP, which a loopback listener never answers.
+        t.equal(envValue(c, 'ADMIN_HOST'), '0.0.0.0', 'ADMIN_HOST=0.0.0.0: the admin listener answers at the pod IP');
+        t.ok(c.ports?.some((p) => p.name === 'admin' && p.containerPort === ADMIN_PORT), `containerPort ${ADMIN_PORT} is declared, named admin`);
         const probes = { readinessProbe: '/readyz', livenessProbe: '/healthz', startupProbe: '/healthz' } as const;
         for (const [kind, path] of Object.entries(probes) as [keyof typeof probes, string][]) {
           const probe = c[kind];
           if (kind === 'startupProbe' && !probe) continue;
           if (!t.ok(probe, `${kind} is set`)) continue;
           const target = probeTarget(probe!, c);
-          if (!t.ok(target, `${kind} is httpGet, or exec of node's fetch`)) continue;
+          if (!t.ok(target, `${kind} is httpGet (no exec probe starting a node process each time)`)) continue;
           t.equal(target!.path, path, `${kind} asks ${path}`);
-          t.equal(target!.port, PROXY_PORT, `${kind} uses port ${PROXY_PORT}`);
-          // The kubelet's httpGet connects to the pod IP, which a loopback listener never answers.
-          if (loopback) t.equal(target!.via, 'exec', `${kind} runs inside the container (HOST is loopback)`);
+          t.equal(target!.port, ADMIN_PORT, `${kind} asks the admin port ${ADMIN_PORT}`);
         }
         if (!loopback) t.ok(c.ports?.some((p) => p.containerPort === PROXY_PORT), `containerPort ${PROXY_PORT} is declared`);
+      });
+
+      t.test('Prometheus scrapes the admin port (pod annotations)', async (t) => {
+        const a = w.podAnnotations;
+        t.equal(a['prometheus.io/scrape'], 'true', 'prometheus.io/scrape: "true"');
+        t.equal(a['prometheus.io/port'], String(ADMIN_PORT), `prometheus.io/port: "${ADMIN_PORT}"`);
+        t.equal(a['prometheus.io/path'] ?? '/metrics', '/metrics', 'prometheus.io/path is /metrics');
       });
 
       t.test('hardened: non-root, read-only root, no privileges', async (t) => {
@@ -300,7 +309,8 @@ t.test('sidecar.yaml: the proxy next to an app, on loopback', async (t) => {
   t.equal(ws.length, 1, 'one workload');
   const w = ws[0]!;
   const proxy = proxyContainers(w)[0]!;
-  t.equal(envValue(proxy, 'HOST'), '127.0.0.1', 'HOST=127.0.0.1');
+  t.equal(envValue(proxy, 'HOST'), '127.0.0.1', 'HOST=127.0.0.1: the proxied port stays on loopback');
+  t.equal(envValue(proxy, 'ADMIN_HOST'), '0.0.0.0', 'while the admin listener is on the pod IP');
   t.ok(allContainers(w.pod).some((c) => !isProxy(c)), 'an app container shares the pod');
   t.equal(envValue(proxy, 'BITQUERY_CLIENT_SECRET_FILE'), CLIENT_SECRET_FILE);
 });
@@ -320,7 +330,6 @@ t.test('gateway.yaml: Deployment, Service, PodDisruptionBudget, HorizontalPodAut
   t.equal(envValue(proxy, 'HOST'), '0.0.0.0', 'HOST=0.0.0.0');
   t.equal(envValue(proxy, 'PROXY_API_KEYS_FILE'), GATEWAY_KEYS_FILE, 'the inbound keys file');
   t.ok(proxy.lifecycle?.preStop, 'a preStop pause lets the endpoints go before the drain');
-  t.ok(proxy.readinessProbe?.httpGet && proxy.livenessProbe?.httpGet, 'httpGet probes');
 
   const services = of('Service');
   t.equal(services.length, 1, 'one Service');
@@ -361,12 +370,14 @@ t.test('gateway.yaml: Deployment, Service, PodDisruptionBudget, HorizontalPodAut
 
   for (const np of of('NetworkPolicy')) {
     t.ok(matches(np.spec.podSelector?.matchLabels, labels), 'the NetworkPolicy selects the pods');
+    const opened = new Set<number | undefined>();
     for (const rule of np.spec.ingress ?? []) {
-      for (const p of rule.ports ?? []) {
-        const n = typeof p.port === 'number' ? p.port : proxy.ports?.find((x) => x.name === p.port)?.containerPort;
-        t.equal(n, PROXY_PORT, `the NetworkPolicy opens ${PROXY_PORT}`);
-      }
+      const ports = (rule.ports ?? []).map((p: { port: number | string }) => portNumber(proxy, p.port));
+      for (const n of ports) opened.add(n);
+      const fromClients = (rule.from ?? []).some((f: { podSelector?: { matchLabels?: Labels } }) => f.podSelector?.matchLabels?.['bitquery-proxy-client'] === 'true');
+      if (fromClients) t.same(ports, [PROXY_PORT], `client pods may reach ${PROXY_PORT} only, not the admin port`);
     }
+    t.same([...opened].sort(), [PROXY_PORT, ADMIN_PORT], `the NetworkPolicy opens ${PROXY_PORT} (clients) and ${ADMIN_PORT} (Prometheus)`);
   }
   for (const d of docs) {
     if (d !== deployment) t.ok(matches(d.metadata.labels, labels), `${d.kind} carries the app's labels`);
@@ -461,13 +472,19 @@ t.test('docker-compose.yml: the proxy and an example client on a private network
   t.ok(envFiles.includes('.env'), 'credentials come from .env (env_file)');
   t.equal(proxy.restart, 'unless-stopped', 'restart: unless-stopped');
   const test = [proxy.healthcheck?.test ?? []].flat().join(' ');
-  t.match(test, /\/healthz/, 'the healthcheck asks /healthz');
+  t.match(test, `http://127.0.0.1:${ADMIN_PORT}/healthz`, 'the healthcheck asks /healthz on the admin port');
   t.notMatch(test, /\b(curl|wget)\b/, 'with node, not curl or wget (the image has neither)');
 
   const environment = composeEnv(proxy);
   for (const name of Object.keys(environment)) t.ok(KNOWN.has(name), `${name} is a setting in SETTINGS`);
   for (const name of CREDENTIALS) t.notOk(name in environment, `${name} is not written in the compose file`);
   t.equal(environment.PORT, String(PROXY_PORT), `PORT=${PROXY_PORT}`);
+  t.equal(environment.ADMIN_PORT, String(ADMIN_PORT), `ADMIN_PORT=${ADMIN_PORT}`);
+  t.equal(environment.ADMIN_HOST, '0.0.0.0', 'ADMIN_HOST=0.0.0.0, so that the published port reaches it');
+  t.ok(
+    (proxy.ports ?? []).some((p) => typeof p === 'string' && p === `127.0.0.1:${ADMIN_PORT}:${ADMIN_PORT}`),
+    `the admin port is published on the host's loopback (127.0.0.1:${ADMIN_PORT})`,
+  );
   if (!LOOPBACK.test(environment.HOST ?? '0.0.0.0')) {
     t.ok(environment.PROXY_ALLOW_UNAUTHENTICATED === 'true' || 'PROXY_API_KEYS_FILE' in environment, 'a non-loopback listener says how it is protected');
   }

@@ -26,9 +26,10 @@
  * GraphQL over HTTP
  *   Answers 200 {"data":{"echo":{method, path, query, variables, operationName, bodyBytes,
  *   bodySha256}}}, or a streamed {"data":{"blob":"xxx..."}} of variables.bytes x's. graphqlScript
- *   queue of canned answers, graphqlDelayMs, rejectNextTokens (valid tokens answered 401, HTTP and
- *   WebSocket handshakes); graphqlRequests record. endDelays() ends every delay under way at once
- *   (hold answers with a long delay, release them when the test is ready).
+ *   queue of canned answers (`reset: true`: the socket is destroyed without an answer),
+ *   graphqlDelayMs, rejectNextTokens (valid tokens answered 401, HTTP and WebSocket handshakes);
+ *   graphqlRequests record. endDelays() ends every delay under way at once (hold answers with a
+ *   long delay, release them when the test is ready).
  *
  * Usage API: GET /api/usage with `Authorization: Bearer <token>` (no `?token=`)
  *   - A token the fake issued and still valid, else 401 text `Unauthorized`. Other methods: 405.
@@ -80,7 +81,8 @@
  *   - silence: the socket sends nothing at the protocol level (no events, ka, pong, acks, errors,
  *     completes; events meanwhile are lost) while the connection stays open, incoming messages are
  *     still handled and WebSocket-level pings are still answered. Sockets opened later speak.
- *   - Handshakes: wsHandshakes (RecordedWsHandshake, socketId when accepted), wsRefusals queue,
+ *   - Handshakes: wsHandshakes (RecordedWsHandshake, socketId when accepted), wsRefusals queue
+ *     (a ScriptedResponse with `reset: true` destroys the socket without an answer),
  *     rejectNextTokens; 'ws-connection' event (ws, handshake). Closes: wsCloses (RecordedWsClose
  *     {at, socketId, path, protocol, code, reason}) and the 'ws-close' event, both after the socket
  *     left sockets() / openSockets(): wait on either for a socket to close.
@@ -187,6 +189,8 @@ export interface ScriptedResponse {
   body?: string | Buffer;
   /** Wait this long before answering. */
   delayMs?: number;
+  /** Instead of answering, destroy the connection (after delayMs): a reset before the response head. */
+  reset?: boolean;
 }
 
 export interface FakeBitqueryOptions {
@@ -1054,7 +1058,7 @@ export class FakeBitquery extends EventEmitter {
     const scripted = this.graphqlScript.shift();
     if (scripted) {
       await this.delay(scripted.delayMs ?? 0);
-      if (this.closing) return void res.destroy();
+      if (this.closing || scripted.reset) return void res.destroy();
       if (scripted.status === 200) this.charge(token);
       const headers: Record<string, string> = { ...(scripted.headers ?? {}) };
       if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) {
@@ -1204,7 +1208,7 @@ export class FakeBitquery extends EventEmitter {
     const refusal = this.wsRefusals.shift();
     if (refusal) {
       const text = String(refusal.body ?? http.STATUS_CODES[refusal.status] ?? '');
-      void this.delay(refusal.delayMs ?? 0).then(() => reject(refusal.status, text, refusal.headers));
+      void this.delay(refusal.delayMs ?? 0).then(() => (refusal.reset ? socket.destroy() : reject(refusal.status, text, refusal.headers)));
       return;
     }
 

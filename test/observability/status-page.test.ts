@@ -5,15 +5,15 @@ import t from 'tap';
 import { existsSync, mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import pino from 'pino';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { Events } from '../../src/events.js';
 import { startAdmin } from '../../src/observability/admin.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { StatusBoard } from '../../src/observability/status.js';
 import type { UsageState } from '../../src/observability/usage.js';
+import { chromiumSkip, launchChromium, pageProblems } from '../helpers/chromium.js';
 import { fakeSet, request, usage } from './helpers.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = resolve(import.meta.dirname, '../../.tap/screenshots/status-page.png');
 /** A name that would run script if it were not escaped. */
 const HOSTILE = 'team-<img src=x onerror="window.pwned=1">';
@@ -68,22 +68,15 @@ async function adminWithTraffic() {
   return admin;
 }
 
-t.test('the status page renders in Chromium, readable and self-contained', { skip: !existsSync(CHROMIUM) && `${CHROMIUM} is absent: install Debian's chromium package (apt-get install -y chromium) to run this test` }, async (t) => {
+t.test('the status page renders in Chromium, readable and self-contained', { skip: chromiumSkip }, async (t) => {
   const admin = await adminWithTraffic();
   t.teardown(() => admin.close());
   let browser: Browser | undefined;
   t.teardown(() => browser?.close());
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-  const problems: string[] = [];
+  const problems = pageProblems(page);
   const elsewhere: string[] = [];
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' || msg.type() === 'warning') problems.push(msg.text());
-  });
-  page.on('pageerror', (err) => problems.push(err.message));
   page.on('request', (req) => {
     if (!req.url().startsWith(`${admin.url}/`)) elsewhere.push(req.url());
   });

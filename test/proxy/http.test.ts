@@ -299,13 +299,13 @@ t.test('HTTP Basic client authentication is an option', async (t) => {
   t.match(fake.tokenRequests[0]!.headers.authorization, /^Basic /);
 });
 
-t.test('upstream unreachable: 502 JSON, fast', async (t) => {
+t.test('upstream refusing connections: 502 JSON, fast', async (t) => {
   const port = await closedPort();
   const { proxy } = await startPair(t, { env: { BITQUERY_UPSTREAM: `http://127.0.0.1:${port}` } });
   const started = Date.now();
   const res = await post(`${proxy.url}/graphql`);
   t.equal(res.status, 502);
-  t.match(JSON.parse(res.text), { error: 'upstream_unreachable', message: /ECONNREFUSED/ });
+  t.match(JSON.parse(res.text), { error: 'upstream_refused', message: /ECONNREFUSED/ });
   t.ok(Date.now() - started < 2000);
 });
 

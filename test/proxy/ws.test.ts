@@ -561,10 +561,10 @@ t.test('token endpoint failing, then upstream unreachable or silent', async (t) 
   fake.tokenFailures.length = 0;
   await waitFor(() => fake.issuedTokens.length === 1, 3000, 'a token once the endpoint recovers');
 
-  await t.test('upstream unreachable: 502 JSON', async (t) => {
+  await t.test('upstream resetting the connection: 502 JSON', async (t) => {
     const r = await refusal(wsUrl(proxy));
     t.equal(r.status, 502);
-    t.equal(r.body.error, 'upstream_unreachable');
+    t.equal(r.body.error, 'upstream_reset');
   });
 
   await t.test('upstream silent: 504 JSON after the handshake timeout', async (t) => {

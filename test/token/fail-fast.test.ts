@@ -111,6 +111,32 @@ t.test('refresher: a 401 after the token worked since the request was sent renew
   r.stop();
 });
 
+t.test('refresher: a 401 to a token past its expiry waits for the next token, even if that token worked since', async (t) => {
+  // The soak's case: a request took a token just before it ran out, waited for an upstream
+  // connection, and went out with it expired while its renewal was still under way.
+  let release: (token: Token) => void = () => {};
+  const fetcher: TokenFetcher & { calls: number } = {
+    calls: 0,
+    fetch(): Promise<Token> {
+      fetcher.calls += 1;
+      const now = Date.now();
+      if (fetcher.calls === 1) return Promise.resolve({ value: 'short-lived', obtainedAt: now, expiresAt: now + 300 });
+      return new Promise((resolve) => (release = resolve));
+    },
+  };
+  const r = refresher(fetcher);
+  const token = await r.getToken(1000);
+  const sentAt = performance.now();
+  r.tokenWorked(token);
+  await waitFor(() => fetcher.calls === 2 && !r.readiness().ready, 5000, 'the token expired, its renewal under way');
+  const fresh = r.tokenRejected(token, 5000, sentAt);
+  const now = Date.now();
+  release({ value: 'renewed', obtainedAt: now, expiresAt: now + HOUR });
+  t.equal(await fresh, 'renewed', 'retried with the renewed token, not the 401 passed back');
+  t.equal(fetcher.calls, 2, 'no extra token request');
+  r.stop();
+});
+
 t.test('static token: once rejected, answered at once, with one request a second let through to recheck', async (t) => {
   const p = new StaticTokenProvider({ token: { value: 'static-1' }, initial: 'static-1', logger });
   p.start();

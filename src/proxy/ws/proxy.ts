@@ -10,7 +10,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { Admission, Release } from '../../admission/index.js';
+import { countRequest, type Admission, type Release } from '../../admission/index.js';
 import type { Caller, ResolveCaller } from '../../auth/caller.js';
 import type { Config } from '../../config/index.js';
 import { ProxyError, refuseSocket } from '../../errors.js';
@@ -184,6 +184,10 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     pending.add(entry);
 
     try {
+      // A handshake is one request under RATE_LIMIT_PER_MINUTE (or the key's rateLimitPerMinute).
+      const rate = await countRequest(admission, { keyName: caller.keyName, address: req.socket.remoteAddress ?? '' }, caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute);
+      if (gone) return;
+      if (rate instanceof ProxyError) return refused(socket, path, rate, caller);
       release = await acquire(caller);
       if (gone) return;
       if (release === undefined) {
