@@ -1,6 +1,8 @@
-// Issue 9 item 6: the per-minute limits count WebSocket handshakes as they count HTTP requests,
-// and with inbound keys one key cannot take every stream slot by default. End to end against the
-// proxy process and the fake Bitquery; the default itself is checked on loadConfig too.
+// Issue 9 item 6: the per-minute limits count WebSocket handshakes as they count HTTP requests
+// (and, in share mode, each subscription too), and with inbound keys one key cannot take every
+// stream slot by default. End to end against the proxy process and the fake Bitquery; the default
+// itself is checked on loadConfig too. The relay tests run with WS_MODE=relay, where a stream is a
+// handshake; share mode's own case is the last.
 import t, { type Test } from 'tap';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,7 +43,7 @@ t.test('handshakes count against RATE_LIMIT_PER_MINUTE and a key’s rateLimitPe
   const proxy = await startProxy(
     t,
     fake,
-    { ...fakeEnv(fake), PROXY_CONFIG: config, PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, RATE_LIMIT_PER_MINUTE: '3' },
+    { ...fakeEnv(fake), WS_MODE: 'relay', PROXY_CONFIG: config, PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, RATE_LIMIT_PER_MINUTE: '3' },
     {},
     [SECRET, ALICE, BOB],
   );
@@ -76,7 +78,7 @@ t.test('handshakes count against RATE_LIMIT_PER_MINUTE and a key’s rateLimitPe
 
 t.test('without keys, handshakes count per client address', async (t) => {
   const fake = await startFake(t);
-  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), RATE_LIMIT_PER_MINUTE: '1' });
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), WS_MODE: 'relay', RATE_LIMIT_PER_MINUTE: '1' });
   await open(t, proxy.url);
   const limited = await refusal(proxy.url);
   t.equal(limited.status, 429);
@@ -87,7 +89,7 @@ t.test('without keys, handshakes count per client address', async (t) => {
 
 t.test('with keys and WS_MAX_STREAMS_PER_KEY unset, one key gets a quarter of WS_MAX_STREAMS', async (t) => {
   const fake = await startFake(t);
-  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, WS_MAX_STREAMS: '4' }, {}, [SECRET, ALICE, BOB]);
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), WS_MODE: 'relay', PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, WS_MAX_STREAMS: '4' }, {}, [SECRET, ALICE, BOB]);
   await open(t, proxy.url, ALICE);
   const second = await refusal(proxy.url, ALICE);
   t.equal(second.status, 503);
@@ -103,4 +105,25 @@ t.test('the WS_MAX_STREAMS_PER_KEY default', async (t) => {
   t.equal(load({ PROXY_API_KEYS: `a:${ALICE}`, WS_MAX_STREAMS: '10' }), 3, 'rounded up');
   t.equal(load({ PROXY_API_KEYS: `a:${ALICE}`, WS_MAX_STREAMS_PER_KEY: '0' }), 0, 'set to 0: no per-key cap');
   t.equal(load({ WS_MAX_STREAMS_PER_KEY: '7' }), 7, 'set: kept');
+});
+
+t.test('share mode: the handshake and each subscription count against the key’s rateLimitPerMinute', async (t) => {
+  const fake = await startFake(t);
+  const config = join(dir, 'share-limits.json');
+  writeFileSync(config, JSON.stringify({ keys: { alice: { rateLimitPerMinute: 3 } } }));
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), PROXY_CONFIG: config, PROXY_API_KEYS: `alice:${ALICE}` }, {}, [SECRET, ALICE]);
+  t.equal(await post(proxy.url, ALICE), 200, 'one request');
+  const ws = await open(t, proxy.url, ALICE);
+  const messages: { type: string; id?: string; payload?: { message?: string } }[] = [];
+  ws.on('message', (data) => messages.push(JSON.parse(data.toString())));
+  ws.send(JSON.stringify({ type: 'connection_init', payload: {} }));
+  await waitFor(async () => messages.some((m) => m.type === 'connection_ack'), 10_000, 'connection_ack');
+  const subscribe = (id: string, n: number) => ws.send(JSON.stringify({ type: 'start', id, payload: { query: `subscription { count${n} }` } }));
+  subscribe('a', 1);
+  subscribe('b', 2);
+  const refused = await waitFor(async () => messages.find((m) => m.type === 'error' && m.id === 'b'), 10_000, 'the error of the fourth request');
+  t.match(JSON.stringify(refused.payload), /3 requests a minute for the key \\"alice\\"/, 'the fourth request of the minute, a subscription, is refused with the limit');
+  t.notOk(messages.some((m) => m.type === 'error' && m.id === 'a'), 'the third, a subscription, was not');
+  t.equal(await post(proxy.url, ALICE), 429, 'subscriptions and HTTP requests share the window');
+  t.equal((await refusal(proxy.url, ALICE)).status, 429, 'and so do handshakes');
 });

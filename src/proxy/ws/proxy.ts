@@ -184,10 +184,6 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     pending.add(entry);
 
     try {
-      // A handshake is one request under RATE_LIMIT_PER_MINUTE (or the key's rateLimitPerMinute).
-      const rate = await countRequest(admission, { keyName: caller.keyName, address: req.socket.remoteAddress ?? '' }, caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute);
-      if (gone) return;
-      if (rate instanceof ProxyError) return refused(socket, path, rate, caller);
       release = await acquire(caller);
       if (gone) return;
       if (release === undefined) {
@@ -262,14 +258,27 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     const admitted = admit(req, path);
     if (admitted instanceof ProxyError) return refused(socket, path, admitted);
     const { protocols, caller } = admitted;
-    if (takeOver?.take({ req, socket, head, path, protocols, caller: caller instanceof ProxyError ? undefined : caller })) return;
-    if (caller instanceof ProxyError) return refused(socket, path, caller);
-    serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), protocols, caller).catch((err: Error) => {
+    const failed = (err: Error) => {
       // A refusal of the admission itself (shared_state_unavailable) is answered as it is.
-      if (err instanceof ProxyError) return refused(socket, path, err, caller);
+      if (err instanceof ProxyError) return refused(socket, path, err, caller instanceof ProxyError ? undefined : caller);
       log.error({ path, err: { name: err.name, message: err.message } }, 'WebSocket handshake failed');
-      refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'), caller);
-    });
+      refused(socket, path, new ProxyError('internal_error', 'the proxy failed to open the stream'));
+    };
+    const proceed = () => {
+      if (takeOver?.take({ req, socket, head, path, protocols, caller: caller instanceof ProxyError ? undefined : caller })) return;
+      if (caller instanceof ProxyError) return refused(socket, path, caller);
+      serve(req, socket, head, path, q === -1 ? '' : url.slice(q + 1), protocols, caller).catch(failed);
+    };
+    // A key owed in connection_init (share mode) is counted with each subscription instead.
+    if (caller instanceof ProxyError) return proceed();
+    // A handshake is one request under RATE_LIMIT_PER_MINUTE (or the key's rateLimitPerMinute).
+    const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+    countRequest(admission, { keyName: caller.keyName, address: req.socket.remoteAddress ?? '' }, limit).then((rate) => {
+      if (socket.destroyed) return;
+      if (rate instanceof ProxyError) return refused(socket, path, rate, caller);
+      if (!accepting) return refused(socket, path, new ProxyError('shutting_down'), caller);
+      proceed();
+    }, failed);
   };
 
   return {

@@ -5,7 +5,7 @@
 // subscriptions through the admission interface, and a key presented in connection_init is
 // resolved by the same decision as a key in a header.
 import type { Logger } from 'pino';
-import type { Admission } from '../../admission/index.js';
+import { countRequest, type Admission } from '../../admission/index.js';
 import type { Caller, ResolveCaller } from '../../auth/caller.js';
 import type { Config } from '../../config/index.js';
 import { ProxyError } from '../../errors.js';
@@ -47,20 +47,32 @@ export function upstreamStreamCap(config: Pick<Config, 'wsMaxUpstreamStreams' | 
 }
 
 export function createShareMode({ config, resolveCaller, admission, subscriptionLimit, logger, events }: ShareModeOptions): ShareMode {
-  /** One of the key's subscription places (the key's maxStreams or WS_MAX_STREAMS_PER_KEY). */
-  const acquireFor = (caller: Caller): (() => Promise<Acquired>) | undefined => {
+  /**
+   * What each subscription takes: one request under the caller's per-minute limit (as the
+   * handshake did), then one of the key's subscription places (its maxStreams or
+   * WS_MAX_STREAMS_PER_KEY). `address` stands for a caller without a key.
+   */
+  const acquireFor = (caller: Caller, address: string): (() => Promise<Acquired>) | undefined => {
     const cap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
+    const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
     const key = caller.keyName;
-    if (key === undefined || cap === 0) return undefined;
-    return async () =>
-      (await admission.acquireStream(key, cap)) ?? {
-        refused: `the key "${key}" has ${cap} subscriptions open (its stream limit): complete one or try again later`,
-      };
+    const capped = key !== undefined && cap !== 0;
+    if (!capped && limit === 0) return undefined;
+    return async () => {
+      const rate = await countRequest(admission, { keyName: key, address }, limit);
+      if (rate instanceof ProxyError) return { refused: rate.message };
+      if (!capped) return () => {};
+      return (
+        (await admission.acquireStream(key, cap)) ?? {
+          refused: `the key "${key}" has ${cap} subscriptions open (its stream limit): complete one or try again later`,
+        }
+      );
+    };
   };
 
-  const principalOf = (caller: Caller): Principal => {
+  const principalOf = (caller: Caller, address: string): Principal => {
     const set = caller.credentialSet;
-    const acquire = acquireFor(caller);
+    const acquire = acquireFor(caller, address);
     return {
       credentials: set.name,
       tokens: set.tokens,
@@ -91,7 +103,7 @@ export function createShareMode({ config, resolveCaller, admission, subscription
     // A key from connection_init goes through the same decision as one in a header.
     authenticate: (presented) => {
       const caller = resolveCaller({ headers: { 'x-api-key': presented }, rawHeaders: [] });
-      return caller instanceof ProxyError ? { refused: caller.message } : principalOf(caller);
+      return caller instanceof ProxyError ? { refused: caller.message } : principalOf(caller, '');
     },
     logger,
     events,
@@ -99,7 +111,7 @@ export function createShareMode({ config, resolveCaller, admission, subscription
 
   return {
     engine,
-    take: ({ req, socket, head, protocols, caller }) => engine.takeOver(req, socket, head, caller && principalOf(caller), protocols),
+    take: ({ req, socket, head, protocols, caller }) => engine.takeOver(req, socket, head, caller && principalOf(caller, req.socket.remoteAddress ?? ''), protocols),
     get size() {
       return engine.size;
     },
