@@ -25,7 +25,9 @@ t.test('the status page of a running proxy renders in Chromium', { skip: chromiu
   const proxy = await startProxy(
     t,
     fake,
-    { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, RATE_LIMIT_PER_MINUTE: '30', BITQUERY_USAGE_URL: fake.usageUrl, USAGE_POLL_MS: '60000' },
+    // Relay mode: the page's open streams are relayed sockets (share mode shows subscriptions on
+    // upstream streams instead, tested with the sharing end to end).
+    { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${ALICE},bob:${BOB}`, RATE_LIMIT_PER_MINUTE: '30', BITQUERY_USAGE_URL: fake.usageUrl, USAGE_POLL_MS: '60000', WS_MODE: 'relay' },
     {},
     [SECRET, ALICE, BOB],
   );
@@ -71,11 +73,13 @@ t.test('the status page of a running proxy renders in Chromium', { skip: chromiu
   t.match(text, /valid, expires in 4 h 59 min/, 'token health: the fake’s 17999 s token');
   t.match(text, /613,\d{3} of 1,000,000 points used \(61\.\d%\)/, 'the points used, from the Usage API');
 
-  const tile = (label: string) => page.locator('.tile', { hasText: label }).locator('.value').innerText();
+  // By the whole label: "requests" is also part of "requests saved".
+  const tile = (label: string) => page.locator('.tile').filter({ has: page.getByText(label, { exact: true }) }).locator('.value').innerText();
   t.equal(await tile('requests'), '43', 'requests since start');
   t.equal(await tile('Bitquery 402 (points)'), '1');
   t.equal(await tile('proxy 429 (local limits)'), '1');
   t.equal(await tile('open streams'), '2');
+  t.equal(await tile('requests saved'), '0', 'the points saver’s tile');
   const row = (key: string) => page.locator('table.keys tr', { hasText: key }).locator('td').allInnerTexts();
   t.same(await row('alice'), ['alice', '12', '0', '0', '2'], 'alice: requests, limited, local 429, open streams');
   t.same(await row('bob'), ['bob', '31', '1', '1', '0']);

@@ -19,7 +19,7 @@ interface Client {
 
 t.test('WebSocket metrics move with the traffic', async (t) => {
   const fake = await startFake(t);
-  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), PROXY_API_KEYS: `alice:${KEY}`, WS_MAX_STREAMS: '2', WS_MAX_STREAMS_PER_KEY: '2' }, {}, [SECRET, KEY]);
+  const proxy = await startProxy(t, fake, { ...fakeEnv(fake), WS_MODE: 'relay', PROXY_API_KEYS: `alice:${KEY}`, WS_MAX_STREAMS: '2', WS_MAX_STREAMS_PER_KEY: '2' }, {}, [SECRET, KEY]);
   const started = await proxy.waitForLog((l) => l.msg.startsWith('admin listening on '));
   const metrics = async () => (await fetch(`${started.url as string}/metrics`)).text();
   const until = (what: string, ready: (text: string) => boolean) =>
