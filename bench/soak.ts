@@ -17,8 +17,10 @@
 //   504 after a slow answer, 503 token_unavailable while the token endpoint fails, the proxy's own
 //   401/404/413/400 for bad requests); nothing else, and nothing left waiting past its deadline;
 // - every WebSocket stream got its handshake answered, its events in order with no long gap, and
-//   the close it should (1001 when the upstream drops, the upstream's code when it closes); a
-//   client that vanishes has its upstream socket closed; no upstream socket is left at the end;
+//   the close it should (relay mode: 1001 when the upstream drops, the upstream's code when it
+//   closes; share mode, the default: the stream reconnected while the client stays, events again
+//   on a new upstream socket); a client that vanishes has its upstream socket closed; no upstream
+//   socket is left at the end;
 // - clients that stop reading, or stop sending their body, are cut after CLIENT_TIMEOUT_MS, and a
 //   request waiting for an upstream connection held by them is answered within its deadline;
 // - no secret (client secret, any token issued, the inbound keys) in the proxy's output or in
@@ -51,6 +53,7 @@ called for, that no secret leaked, and that memory and file descriptors stayed f
   --seed N           seed of the fake's faults and of the load's choices (default: random, printed)
   --log-level LEVEL  the proxy's LOG_LEVEL (default trace: every line is scanned for secrets)
   --proxy-entry FILE the proxy's cli.js (default dist/cli.js)
+  --ws-mode MODE     the proxy's WS_MODE: share (default, the proxy's default) or relay
   --keep-logs        keep the proxy's output file (it is kept anyway when the soak fails)
   -h, --help         this text
 `;
@@ -61,6 +64,7 @@ const { values: args } = parseArgs({
     seed: { type: 'string' },
     'log-level': { type: 'string', default: 'trace' },
     'proxy-entry': { type: 'string', default: join(ROOT, 'dist', 'cli.js') },
+    'ws-mode': { type: 'string', default: 'share' },
     'keep-logs': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -70,6 +74,12 @@ if (args.help) {
   process.stdout.write(HELP);
   process.exit(0);
 }
+if (args['ws-mode'] !== 'share' && args['ws-mode'] !== 'relay') {
+  process.stderr.write(`soak: --ws-mode must be share or relay, got ${args['ws-mode']}\n`);
+  process.exit(2);
+}
+/** Share mode: the proxy speaks the protocol and holds the upstream stream; a drop is reconnected. */
+const SHARE = args['ws-mode'] === 'share';
 const MINUTES = Number(args.minutes);
 if (!(MINUTES > 0)) {
   process.stderr.write(`soak: --minutes must be a positive number, got ${args.minutes}\n`);
@@ -111,6 +121,7 @@ const PROXY_ENV: Record<string, string> = {
   CLIENT_TIMEOUT_MS: String(CLIENT_TIMEOUT_MS),
   BODY_LIMIT: String(BODY_LIMIT),
   WS_PING_INTERVAL_MS: '5000',
+  WS_MODE: args['ws-mode'],
   SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
 };
 
@@ -472,7 +483,9 @@ function rawExchange(
 }
 
 const blobRequest = (key: string, bytes: number, id: string) => {
-  const body = JSON.stringify({ query: 'query SoakBlob { hello }', variables: { bytes } });
+  // The id in the variables keeps each request distinct: identical ones would be coalesced into one
+  // upstream request, and a pool burst must hold every upstream connection.
+  const body = JSON.stringify({ query: 'query SoakBlob { hello }', variables: { bytes, soak: id } });
   return `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: ${key}\r\nX-Soak-Id: ${id}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 };
 
@@ -598,9 +611,13 @@ interface StreamPlan {
 }
 
 /** The fake's socket that carries `topic`, once its subscription runs. */
-async function socketOfTopic(topic: string): Promise<number | undefined> {
-  for (let i = 0; i < 50; i++) {
-    const stream = fake.activeStreams().find((s) => s.topic === topic);
+/**
+ * The upstream socket carrying `topic` (other than `not`), within 15 s: an injected 429 with
+ * `Retry-After: 5` delays a share-mode stream's next attempt that long.
+ */
+async function socketOfTopic(topic: string, not?: number): Promise<number | undefined> {
+  for (let i = 0; i < 150; i++) {
+    const stream = fake.activeStreams().find((s) => s.topic === topic && s.socketId !== not);
     if (stream) return stream.socketId;
     await sleep(100);
   }
@@ -686,8 +703,10 @@ async function stream(plan: StreamPlan): Promise<void> {
     if (msg.type === 'data' || msg.type === 'next') {
       const value = msg.payload?.data?.ticks?.n ?? msg.payload?.data?.events?.seq ?? 0;
       if (value <= last) outOfOrder += 1;
+      // Gaps between events: the wait for the first one includes the upstream handshake and its
+      // token (in share mode made after the subscribe), bounded by socketOfTopic instead.
+      if (last > 0) maxGap = Math.max(maxGap, Date.now() - lastAt);
       last = value;
-      maxGap = Math.max(maxGap, Date.now() - lastAt);
       lastAt = Date.now();
     } else if (msg.type === 'complete') {
       completed = true;
@@ -715,6 +734,27 @@ async function stream(plan: StreamPlan): Promise<void> {
   await sleep(between(500, 4000));
   const gapOk = maxGap <= WS_GAP_MS && Date.now() - lastAt <= WS_GAP_MS && outOfOrder === 0 && last > 0;
   const flow = gapOk ? '' : `, flow: last ${last}, gap ${Math.max(maxGap, Date.now() - lastAt)} ms, ${outOfOrder} out of order`;
+
+  /**
+   * Share mode: the upstream socket drops or is closed; the proxy reconnects the stream while its
+   * subscriber stays, so the client is not closed, events come again on a new upstream socket,
+   * and once the client leaves that socket is closed too.
+   */
+  const reconnected = async (kind: 'upstream drops' | 'upstream closes') => {
+    if (kind === 'upstream drops') fake.terminate((s) => s.id === socketId);
+    else fake.closeSockets(4500, 'soak closes', (s) => s.id === socketId);
+    const again = await socketOfTopic(topic, socketId);
+    const before = last;
+    const deadline = Date.now() + 10_000;
+    while (again !== undefined && last === before && ws.readyState === WebSocket.OPEN && Date.now() < deadline) await sleep(20);
+    const stayed = ws.readyState === WebSocket.OPEN;
+    const resumed = last > before;
+    ws.close(1000, 'done');
+    const upstreamClosed = again !== undefined && (await waitForFakeClose(again, 10_000));
+    const outcome = !stayed ? 'client closed' : again === undefined ? 'not reconnected' : !resumed ? 'reconnected, no event since' : upstreamClosed ? 'reconnected, events again' : 'upstream left open';
+    return tally(scenario, outcome + flow, gapOk && stayed && resumed && upstreamClosed);
+  };
+
   switch (plan.kind) {
     case 'events': {
       ws.close(1000, 'done');
@@ -722,6 +762,11 @@ async function stream(plan: StreamPlan): Promise<void> {
       const upstreamClosed = await waitForFakeClose(socketId, 10_000);
       return tally(scenario, `${close ? `closed ${close.code}` : 'close hung'}${upstreamClosed ? '' : ', upstream left open'}${flow}`, gapOk && close?.code === 1000 && upstreamClosed);
     }
+    case 'upstream drops':
+    case 'upstream closes':
+      if (SHARE) return reconnected(plan.kind);
+  }
+  switch (plan.kind) {
     case 'upstream drops': {
       fake.terminate((s) => s.id === socketId);
       const close = await within(closed, 5000);
@@ -805,7 +850,12 @@ const openAfter = await (async () => {
 })();
 check('no upstream WebSocket left open', openAfter === 0, `${openAfter} open 10 s after the last client closed`);
 
-check('every 429 refusal a client saw was injected, and each injected one reached a client', wsRefusalsSeen === refusalsQueued - fake.wsRefusals.length, `${refusalsQueued} queued, ${fake.wsRefusals.length} unused, ${wsRefusalsSeen} seen`);
+if (SHARE) {
+  // An upstream 429 is the stream's to retry after Retry-After: no client handshake sees it.
+  check('no injected 429 reached a client (share mode retries it upstream)', wsRefusalsSeen === 0, `${refusalsQueued} queued, ${fake.wsRefusals.length} unused, ${wsRefusalsSeen} seen by clients`);
+} else {
+  check('every 429 refusal a client saw was injected, and each injected one reached a client', wsRefusalsSeen === refusalsQueued - fake.wsRefusals.length, `${refusalsQueued} queued, ${fake.wsRefusals.length} unused, ${wsRefusalsSeen} seen`);
+}
 
 const health = await send('/healthz', { method: 'GET', headers: {} });
 check('the proxy answers /healthz at the end', typeof health === 'object' && !(health instanceof Error) && health.status === 200, typeof health === 'object' && !(health instanceof Error) ? `status ${health.status}` : String(health));
