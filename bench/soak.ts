@@ -577,11 +577,13 @@ async function poolBurst(): Promise<void> {
   const stuck = Promise.all(Array.from({ length: UPSTREAM_CONNECTIONS }, () => stuckReader('stuck reader (pool burst)')));
   await sleep(1500);
   await Promise.all(
-    Array.from({ length: 2 }, async () => {
+    Array.from({ length: 2 }, async (_, probe) => {
+      // Two distinct queries: identical ones would be coalesced, and the faults injected on one
+      // upstream request would be the answer of both (each query's faults are checked on its own).
       const { answer, faults, from, to } = await sendTracked('/graphql', {
         method: 'POST',
         headers: { 'x-api-key': KEYS.alice, 'content-type': 'application/json' },
-        body: JSON.stringify({ query: 'query SoakProbe { hello }' }),
+        body: JSON.stringify({ query: 'query SoakProbe { hello }', variables: { probe } }),
       });
       const allowance =
         UPSTREAM_TIMEOUT_MS +
