@@ -243,10 +243,13 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     if (caller instanceof ProxyError && !keyOwed) return caller;
     const tooMany = headerLimit(req.rawHeaders);
     if (tooMany) return tooMany;
-    if (streams.size + pending.size + (takeOver?.size ?? 0) >= config.wsMaxStreams) {
-      return new ProxyError('too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
-    }
-    return { protocols, caller };
+    return full() ?? { protocols, caller };
+  }
+
+  /** The refusal of a handshake while WS_MAX_STREAMS streams (relayed, in progress or shared sockets) are open. */
+  function full(): ProxyError | undefined {
+    if (streams.size + pending.size + (takeOver?.size ?? 0) < config.wsMaxStreams) return undefined;
+    return new ProxyError('too_many_streams', `${config.wsMaxStreams} streams are open (WS_MAX_STREAMS): try again later`);
   }
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -273,10 +276,14 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     if (caller instanceof ProxyError) return proceed();
     // A handshake is one request under RATE_LIMIT_PER_MINUTE (or the key's rateLimitPerMinute).
     const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+    if (limit === 0) return proceed();
     countRequest(admission, { keyName: caller.keyName, address: req.socket.remoteAddress ?? '' }, limit).then((rate) => {
       if (socket.destroyed) return;
       if (rate instanceof ProxyError) return refused(socket, path, rate, caller);
       if (!accepting) return refused(socket, path, new ProxyError('shutting_down'), caller);
+      // Others may have been admitted while this one was counted: the bound holds all the same.
+      const tooMany = full();
+      if (tooMany) return refused(socket, path, tooMany, caller);
       proceed();
     }, failed);
   };
