@@ -3,35 +3,16 @@
 // its limit; the access line of a 5xx the proxy produced says which error, at warn.
 import t from 'tap';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { closedPort } from './helpers/ports.js';
 import { spawnProxy } from './helpers/proxy-process.js';
+import { raw } from './helpers/raw-socket.js';
 import { assertNoLeaks } from './helpers/secrets.js';
 
 const KEY = 'proto-key-9a4c2e7f1b3d5a60';
 const TOKEN = 'static-token-for-small-ones-5e1a';
-
-/** A free loopback port with nothing listening on it. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
-function raw(url: string, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let answer = '';
-    const socket = net.connect(Number(new URL(url).port), '127.0.0.1', () => socket.write(text));
-    socket.setEncoding('utf8');
-    socket.on('data', (c: string) => (answer += c));
-    socket.on('close', () => resolve(answer));
-    socket.on('error', reject);
-  });
-}
 
 t.test('__proto__ key limit, 5xx access lines with their error at warn, # in a WebSocket URL', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bqp-small-'));

@@ -4,9 +4,9 @@
 // goes upstream, over HTTP and WebSocket alike; plain clients and the probes keep working.
 import t from 'tap';
 import http from 'node:http';
-import net from 'node:net';
 import { WebSocket } from 'ws';
 import { fakeEnv, startFake, startProxy } from '../helpers/pair.js';
+import { raw } from '../helpers/raw-socket.js';
 import { wsRefusal } from '../helpers/ws-refusal.js';
 import { hostAllowed } from '../../src/auth/caller.js';
 import type { Config } from '../../src/config/index.js';
@@ -30,17 +30,6 @@ function get(url: string, path: string, headers: Record<string, string>): Promis
   });
 }
 
-/** Sends `text` on a raw connection and resolves with the answer once the proxy closes it. */
-function raw(url: string, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let answer = '';
-    const socket = net.connect(Number(new URL(url).port), '127.0.0.1', () => socket.write(text));
-    socket.setEncoding('utf8');
-    socket.on('data', (c: string) => (answer += c));
-    socket.on('close', () => resolve(answer));
-    socket.on('error', reject);
-  });
-}
 
 const QUERY = '/graphql?query=%7B%20hello%20%7D';
 
