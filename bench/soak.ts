@@ -39,6 +39,7 @@ import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { WebSocket } from 'ws';
 import { FakeBitquery, type InjectedFault } from '../test/fake-bitquery/index.js';
+import { generator } from '../test/fake-bitquery/faults.js';
 import { describeLeaks, findLeaks } from '../test/helpers/secrets.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -153,17 +154,8 @@ function hex(n: number): string {
   return Array.from({ length: n }, () => Math.floor(Math.random() * 16).toString(16)).join('');
 }
 
-/** mulberry32, seeded: the load's choices repeat with --seed. */
-const random = (() => {
-  let a = (SEED ^ 0x9e3779b9) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-})();
+/** Seeded: the load's choices repeat with --seed (another stream than the fake's faults, from the same seed). */
+const random = generator(SEED ^ 0x9e3779b9);
 const between = (min: number, max: number) => min + Math.floor(random() * (max - min + 1));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

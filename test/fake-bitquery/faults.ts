@@ -44,7 +44,7 @@ const TOKEN_KINDS = ['tokenError', 'tokenTimeout'] as const;
 const HTTP_KINDS = ['http401', 'http5xx', 'httpSlow', 'httpReset'] as const;
 
 /** mulberry32: a small, fast 32-bit generator; numbers in [0, 1). */
-function generator(seed: number): () => number {
+export function generator(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
