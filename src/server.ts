@@ -112,8 +112,9 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
       writeError(res, new ProxyError('request_timeout', `no byte of the request came for CLIENT_TIMEOUT_MS (${config.clientTimeoutMs} ms)`), { connection: 'close' });
     });
   });
-  app.addHook('preValidation', async (request) => {
+  app.addHook('preValidation', (request, _reply, done) => {
     request.raw.socket.setTimeout(0);
+    done();
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));

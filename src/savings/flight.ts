@@ -42,7 +42,7 @@ export interface AnswerSink {
 export type Exchange = (sink: AnswerSink) => Promise<void>;
 
 /** What the X-Cache header says for a client served by a flight. */
-export type FlightRole = 'MISS' | 'COALESCED' | 'BYPASS';
+export type FlightRole = 'MISS' | 'COALESCED';
 
 export interface ClientOutcome {
   /** The proxy cut this client for being too slow (more than maxBacklogBytes behind the fastest). */

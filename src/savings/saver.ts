@@ -7,7 +7,8 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheResult } from '../events.js';
 import { cacheable } from './cacheable.js';
 import { classify, type ClassifyOptions, type RequestFacts } from './classify.js';
-import { Flight, HeldBudget, type ClientOutcome, type Exchange, type FlightRole, type ResponseHeaders } from './flight.js';
+import { Flight, HeldBudget, type ClientOutcome, type Exchange, type ResponseHeaders } from './flight.js';
+import { SoleAnswer } from './sole-answer.js';
 import { MemoryStore, type AnswerStore, type CachedAnswer, type StoreStats } from './store.js';
 
 /** A body or GET query string over this is not parsed (GraphQL queries are a few KiB). */
@@ -148,7 +149,7 @@ export class PointsSaver {
    */
   async handle(facts: RequestFacts, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders = {}, decided?: (cache: CacheResult) => void): Promise<SaverOutcome> {
     const plan = classify(facts, this.classifyOptions);
-    if (plan.kind === 'bypass') return this.lead(undefined, exchange, res, base, 'BYPASS', decided);
+    if (plan.kind === 'bypass') return this.bypass(exchange, res, base, decided);
     const { key, credentials } = plan;
     if (plan.lookup) {
       // The in-memory store answers at once: no turn of the event loop for a hit.
@@ -178,20 +179,27 @@ export class PointsSaver {
       decided?.('coalesced');
       return { cache: 'coalesced', ...(await flight.add(res, base, 'COALESCED')) };
     }
-    return this.lead(plan, exchange, res, base, 'MISS', decided);
+    return this.lead(plan, exchange, res, base, decided);
+  }
+
+  /** A request not shared: its exchange writes straight into its response. */
+  private async bypass(exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, decided: ((cache: CacheResult) => void) | undefined): Promise<SaverOutcome> {
+    this.requests.bypass += 1;
+    decided?.('bypass');
+    const answer = new SoleAnswer(res, base);
+    answer.run(exchange).catch(this.options.onError);
+    return { cache: 'bypass', ...(await answer.done) };
   }
 
   private async lead(
-    plan: { key: string; coalesce: boolean; ttlMs: number } | undefined,
+    plan: { key: string; coalesce: boolean; ttlMs: number },
     exchange: Exchange,
     res: ServerResponse,
     base: OutgoingHttpHeaders,
-    role: FlightRole,
     decided: ((cache: CacheResult) => void) | undefined,
   ): Promise<SaverOutcome> {
-    const cache: CacheResult = role === 'MISS' ? 'miss' : 'bypass';
-    this.requests[cache] += 1;
-    decided?.(cache);
+    this.requests.miss += 1;
+    decided?.('miss');
     const { maxHeldBytes, maxBacklogBytes } = this.options;
     const flight = new Flight({
       maxHeldBytes,
@@ -199,13 +207,13 @@ export class PointsSaver {
       maxBacklogBytes,
       onCut: this.onCut,
       now: this.now,
-      onClosed: plan?.coalesce ? () => this.flights.delete(plan.key) : undefined,
-      onComplete: plan && plan.ttlMs > 0 ? (status, headers, body, startedAt) => void this.fill(plan.key, plan.ttlMs, status, headers, body, startedAt) : undefined,
+      onClosed: plan.coalesce ? () => this.flights.delete(plan.key) : undefined,
+      onComplete: plan.ttlMs > 0 ? (status, headers, body, startedAt) => void this.fill(plan.key, plan.ttlMs, status, headers, body, startedAt) : undefined,
     });
-    if (plan?.coalesce) this.flights.set(plan.key, flight);
-    const done = flight.add(res, base, role);
+    if (plan.coalesce) this.flights.set(plan.key, flight);
+    const done = flight.add(res, base, 'MISS');
     flight.run(exchange).catch(this.options.onError);
-    return { cache, ...(await done) };
+    return { cache: 'miss', ...(await done) };
   }
 
   private async fill(key: string, ttlMs: number, status: number, headers: ResponseHeaders, body: Buffer, storedAt: number): Promise<void> {
