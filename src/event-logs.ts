@@ -1,9 +1,9 @@
 // The log lines that are subscribers of events: one access line per request, and the stream lines
 // (opened, closed, refused; shared streams opened and closed). Each is built once from its event; the access line skips pino's
-// censoring pass (see accessLogger in log.ts) and never makes a child logger per request.
+// censoring pass (see accessLineWriter in log.ts) and never makes a child logger per request.
 import type { Logger } from 'pino';
 import type { Events } from './events.js';
-import { accessLogger } from './log.js';
+import { accessLineWriter } from './log.js';
 
 const PROBES = new Set(['/healthz', '/readyz']);
 
@@ -26,32 +26,30 @@ export interface EventLogOptions {
 }
 
 export function logEvents(events: Events, logger: Logger, { credentialsInLines }: EventLogOptions): void {
-  const access = accessLogger(logger);
+  const access = accessLineWriter(logger);
   events.on('request', (e) => {
     // A 5xx of the proxy's own (upstream unreachable, no token, shutting down) is a warning, as for
     // WebSocket handshakes; probes arrive every few seconds and would drown the traffic at info.
     const level = e.error && e.status >= 500 ? 'warn' : e.path === undefined && PROBES.has(e.url) ? 'debug' : 'info';
-    // One object of one shape; pino leaves out the fields that are undefined.
+    // One object of one shape; JSON leaves out the fields that are undefined.
     const proxied = e.path !== undefined;
-    access[level](
-      {
-        reqId: e.requestId,
-        req: { method: e.method, url: e.url },
-        key: e.key,
-        credentials: credentialsInLines ? e.credentials : undefined,
-        status: e.status,
-        error: e.error,
-        operation: e.operation,
-        upstreamStatus: e.upstreamStatus,
-        attempts: proxied ? e.attempts : undefined,
-        upstreamMs: e.upstreamMs,
-        cache: e.cache,
-        bytesIn: proxied ? e.bytesIn : undefined,
-        bytesOut: proxied ? e.bytesOut : undefined,
-        ms: e.ms,
-      },
-      'request',
-    );
+    access(level, {
+      reqId: e.requestId,
+      req: { method: e.method, url: e.url },
+      key: e.key,
+      credentials: credentialsInLines ? e.credentials : undefined,
+      status: e.status,
+      error: e.error,
+      operation: e.operation,
+      upstreamStatus: e.upstreamStatus,
+      attempts: proxied ? e.attempts : undefined,
+      upstreamMs: e.upstreamMs,
+      cache: e.cache,
+      bytesIn: proxied ? e.bytesIn : undefined,
+      bytesOut: proxied ? e.bytesOut : undefined,
+      ms: e.ms,
+      msg: 'request',
+    });
   });
 
   const ws = logger.child({ component: 'ws' });

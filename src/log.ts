@@ -46,12 +46,23 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   );
 }
 
+/** The levels an access line is written at. */
+export type AccessLevel = 'debug' | 'info' | 'warn';
+
 /**
- * The logger for access lines. Those are built field by field from values that hold no secret
- * (the URL has been through redactUrl when the event was published, so the `req` serializer does
- * not run it again), so the censoring pass, a large part of the cost of a line, is skipped for them
- * alone. Every other line keeps it.
+ * The writer of access lines. Those are built field by field from values that hold no secret (the
+ * URL has been through redactUrl when the event was published), so they need neither pino's
+ * serializers nor its censoring pass: each line is one JSON.stringify, in the shape pino writes
+ * (level, time, the logger's bindings, the fields, msg), handed to the logger's destination. Under
+ * load this was a tenth of the proxy's garbage when pino assembled it field by field. Every other
+ * line goes through pino.
  */
-export function accessLogger(logger: Logger): Logger {
-  return logger.child({}, { redact: [], serializers: { req: (req: unknown) => req } });
+export function accessLineWriter(logger: Logger): (level: AccessLevel, fields: Record<string, unknown>) => void {
+  const destination = (logger as unknown as Record<symbol, DestinationStream>)[pino.symbols.streamSym]!;
+  const bindings = JSON.stringify(logger.bindings()).slice(1, -1);
+  const afterTime = bindings === '' ? ',' : `,${bindings},`;
+  return (level, fields) => {
+    if (!logger.isLevelEnabled(level)) return;
+    destination.write(`{"level":${logger.levels.values[level]},"time":${Date.now()}${afterTime}${JSON.stringify(fields).slice(1)}\n`);
+  };
 }
