@@ -29,8 +29,14 @@ function forward(pool: Dispatcher, authorization: string, req: IncomingMessage, 
       body,
     },
     {
-      // undici takes a handler for its new API only when it has this method.
-      onRequestStart() {},
+      // A client that leaves mid-answer (every load run ends so) must free its upstream
+      // connection: a paused answer whose 'drain' never comes would hold it for good, and once
+      // every connection of the pool is held, every request waits in its queue without end.
+      onRequestStart(controller) {
+        res.once('close', () => {
+          if (!res.writableFinished) controller.abort(new Error('the client has gone'));
+        });
+      },
       onResponseStart(_controller, status, headers) {
         const { connection: _c, 'keep-alive': _k, 'transfer-encoding': _t, ...rest } = headers;
         res.writeHead(status, rest as Record<string, string | string[]>);
