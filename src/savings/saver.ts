@@ -6,7 +6,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheResult } from '../events.js';
 import { cacheable } from './cacheable.js';
-import { classify, type ClassifyOptions, type RequestFacts } from './classify.js';
+import { classify, type Classification, type ClassifyOptions, type RequestFacts } from './classify.js';
 import { Flight, HeldBudget, type ClientOutcome, type Exchange, type ResponseHeaders } from './flight.js';
 import { SoleAnswer } from './sole-answer.js';
 import { MemoryStore, type AnswerStore, type CachedAnswer, type StoreStats } from './store.js';
@@ -35,6 +35,9 @@ export interface SaverOptions {
   /** The clock, epoch ms (tests); Date.now by default. */
   now?: () => number;
 }
+
+/** A request the saver may share. */
+type SharedPlan = Extract<Classification, { kind: 'shared' }>;
 
 /** How one request was served. */
 export interface SaverOutcome extends ClientOutcome {
@@ -147,9 +150,23 @@ export class PointsSaver {
    * request is served before anything is written (the request event is built when the answer
    * ends). Resolves once this client's answer is written whole, cut, or the client has gone.
    */
-  async handle(facts: RequestFacts, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders = {}, decided?: (cache: CacheResult) => void): Promise<SaverOutcome> {
+  handle(facts: RequestFacts, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders = {}, decided?: (cache: CacheResult) => void): Promise<SaverOutcome> {
     const plan = classify(facts, this.classifyOptions);
     if (plan.kind === 'bypass') return this.bypass(exchange, res, base, decided);
+    return this.share(plan, exchange, res, base, decided);
+  }
+
+  /** A request not shared: its exchange writes straight into its response. */
+  private bypass(exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, decided: ((cache: CacheResult) => void) | undefined): Promise<SaverOutcome> {
+    this.requests.bypass += 1;
+    decided?.('bypass');
+    const answer = new SoleAnswer(res, base);
+    answer.run(exchange).catch(this.options.onError);
+    return answer.done;
+  }
+
+  /** A request that may be answered from the cache, join an identical one in flight, or lead one. */
+  private async share(plan: SharedPlan, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, decided: ((cache: CacheResult) => void) | undefined): Promise<SaverOutcome> {
     const { key, credentials } = plan;
     if (plan.lookup) {
       // The in-memory store answers at once: no turn of the event loop for a hit.
@@ -182,17 +199,8 @@ export class PointsSaver {
     return this.lead(plan, exchange, res, base, decided);
   }
 
-  /** A request not shared: its exchange writes straight into its response. */
-  private async bypass(exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, decided: ((cache: CacheResult) => void) | undefined): Promise<SaverOutcome> {
-    this.requests.bypass += 1;
-    decided?.('bypass');
-    const answer = new SoleAnswer(res, base);
-    answer.run(exchange).catch(this.options.onError);
-    return { cache: 'bypass', ...(await answer.done) };
-  }
-
   private async lead(
-    plan: { key: string; coalesce: boolean; ttlMs: number },
+    plan: SharedPlan,
     exchange: Exchange,
     res: ServerResponse,
     base: OutgoingHttpHeaders,

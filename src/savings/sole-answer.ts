@@ -4,14 +4,17 @@
 // clients, no held chunks, no backlog to compare. A lone client is never cut; it paces the
 // upstream through write() and onDrain().
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { AnswerSink, ClientOutcome, Exchange, ResponseHeaders } from './flight.js';
+import type { AnswerSink, Exchange, ResponseHeaders } from './flight.js';
+
+/** How every such request is served, once its answer is written whole or its client has gone. */
+const ANSWERED = Object.freeze({ cache: 'bypass', cut: false } as const);
 
 export class SoleAnswer implements AnswerSink {
   private state: 'waiting' | 'streaming' | 'done' = 'waiting';
   private goneListener?: () => void;
-  private resolve!: (outcome: ClientOutcome) => void;
-  /** Resolves once the answer is written whole, or the client has gone. */
-  readonly done: Promise<ClientOutcome>;
+  private resolve!: (outcome: typeof ANSWERED) => void;
+  /** Resolves once the answer is written whole, or the client has gone (a lone client is never cut). */
+  readonly done: Promise<typeof ANSWERED>;
   gone = false;
 
   constructor(
@@ -58,7 +61,7 @@ export class SoleAnswer implements AnswerSink {
     if (this.state !== 'streaming') return;
     this.state = 'done';
     this.res.end();
-    this.resolve({ cut: false });
+    this.resolve(ANSWERED);
   }
 
   destroy(): void {
@@ -72,7 +75,7 @@ export class SoleAnswer implements AnswerSink {
   };
 
   private readonly closed = (): void => {
-    this.resolve({ cut: false });
+    this.resolve(ANSWERED);
     if (this.res.writableFinished || this.state === 'done') return;
     this.state = 'done';
     this.gone = true;
