@@ -16,6 +16,8 @@ export class SoleAnswer implements AnswerSink {
   /** Resolves once the answer is written whole, or the client has gone (a lone client is never cut). */
   readonly done: Promise<typeof ANSWERED>;
   gone = false;
+  /** Whether head() has been written. */
+  started = false;
 
   constructor(
     private readonly res: ServerResponse,
@@ -23,10 +25,6 @@ export class SoleAnswer implements AnswerSink {
   ) {
     this.done = new Promise((resolve) => (this.resolve = resolve));
     res.once('close', this.closed);
-  }
-
-  get started(): boolean {
-    return this.state !== 'waiting';
   }
 
   /** Runs the exchange; a rejection (or returning without finishing the answer) cuts the client. */
@@ -51,6 +49,7 @@ export class SoleAnswer implements AnswerSink {
     // sent, and the exchange answers with its error instead.
     this.res.writeHead(status, { ...this.base, ...headers, 'x-cache': 'BYPASS' });
     this.state = 'streaming';
+    this.started = true;
   }
 
   write(chunk: Buffer): boolean {

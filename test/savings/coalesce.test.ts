@@ -287,48 +287,67 @@ t.test('an answer that breaks after its head cuts every client', async (t) => {
   for (const c of clients) t.notOk(c.text().endsWith('}'), 'cut short');
 });
 
-t.test('an exchange that throws, or returns without finishing, cuts its clients and is reported', async (t) => {
-  const rig = await startRig(t);
-  rig.exchangeOverride = async () => {
-    throw new Error('a bug in the exchange');
-  };
-  const a = rawClient(rig.url);
-  await a.closed;
-  t.equal(a.received(), 0);
-  await waitFor(() => rig.errors.length === 1);
-  t.match((rig.errors[0] as Error).message, 'a bug in the exchange');
+/** A query (shared: a flight) and a mutation (never shared: its own sole answer) take different sinks. */
+const SINKS = [
+  { kind: 'a shared query', body: BODY },
+  { kind: 'a mutation (not shared)', body: JSON.stringify({ query: 'mutation { a }' }) },
+];
 
-  rig.exchangeOverride = async (sink) => {
-    sink.head(200, { 'content-type': 'application/json' });
-    sink.write(Buffer.from('{'));
-  };
-  const b = rawClient(rig.url);
-  await b.closed;
-  t.match(b.text(), /^HTTP\/1.1 200/);
-  t.equal(rig.errors.length, 1, 'returning early is no error of its own');
-});
+for (const { kind, body } of SINKS) {
+  t.test(`${kind}: an exchange that throws, or returns without finishing, cuts its client and is reported`, async (t) => {
+    const rig = await startRig(t);
+    rig.exchangeOverride = async () => {
+      throw new Error('a bug in the exchange');
+    };
+    const a = rawClient(rig.url, body);
+    await a.closed;
+    t.equal(a.received(), 0);
+    await waitFor(() => rig.errors.length === 1);
+    t.match((rig.errors[0] as Error).message, 'a bug in the exchange');
 
-t.test('the sink says when every client has gone, and that nothing was started', async (t) => {
-  const rig = await startRig(t);
-  let sink: AnswerSink | undefined;
-  let release!: () => void;
-  const released = new Promise<void>((r) => (release = r));
-  let aborted = 0;
-  rig.exchangeOverride = async (s) => {
-    sink = s;
-    s.onGone(() => (aborted += 1));
-    await released;
-  };
-  const client = rawClient(rig.url);
-  await waitFor(() => sink);
-  t.same([sink!.gone, sink!.started], [false, false]);
-  client.socket.destroy();
-  await waitFor(() => sink!.gone, 5000, 'the sink to see every client gone');
-  t.same([sink!.started, aborted], [false, 1], 'nothing started; the gone listener ran once');
-  sink!.head(200, {});
-  t.equal(sink!.started, false, 'a head after every client has gone goes nowhere');
-  release();
-});
+    rig.exchangeOverride = async (sink) => {
+      sink.head(200, { 'content-type': 'application/json' });
+      sink.write(Buffer.from('{'));
+    };
+    const b = rawClient(rig.url, body);
+    await b.closed;
+    t.match(b.text(), /^HTTP\/1.1 200/);
+    t.equal(rig.errors.length, 1, 'returning early is no error of its own');
+
+    rig.exchangeOverride = async (sink) => {
+      sink.head(200, { 'content-type': 'application/json' });
+      sink.destroy();
+      sink.destroy();
+      sink.end();
+    };
+    const c = rawClient(rig.url, body);
+    await c.closed;
+    t.equal(rig.errors.length, 1, 'a destroyed answer is no error either');
+  });
+
+  t.test(`${kind}: the sink says when its client has gone, and that nothing was started`, async (t) => {
+    const rig = await startRig(t);
+    let sink: AnswerSink | undefined;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let aborted = 0;
+    rig.exchangeOverride = async (s) => {
+      sink = s;
+      s.onGone(() => (aborted += 1));
+      await released;
+    };
+    const client = rawClient(rig.url, body);
+    await waitFor(() => sink);
+    t.same([sink!.gone, sink!.started], [false, false]);
+    client.socket.destroy();
+    await waitFor(() => sink!.gone, 5000, 'the sink to see its client gone');
+    t.same([sink!.started, aborted], [false, 1], 'nothing started; the gone listener ran once');
+    sink!.head(200, {});
+    t.equal(sink!.started, false, 'a head after the client has gone goes nowhere');
+    t.equal(sink!.write(Buffer.from('x')), true, 'a write after it is dropped');
+    release();
+  });
+}
 
 t.test('COALESCE=false: identical queries each go upstream, marked BYPASS', async (t) => {
   const rig = await startRig(t, { coalesce: false });
