@@ -52,7 +52,10 @@ export function hostAllowed(config: Config, host: string): boolean {
  */
 export function siteRefusal(config: Config, req: CallerRequest): ProxyError | undefined {
   let hosts = 0;
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts += 1;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts += 1;
+  }
   if (hosts > 1) return new ProxyError('bad_request', 'the request has more than one Host header');
   const host = req.headers.host;
   if (host !== undefined && !hostAllowed(config, host)) {

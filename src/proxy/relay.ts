@@ -27,10 +27,17 @@ export interface RelayOptions {
   holdLimit: number;
   /** How long the sink may stay full (no client reading) before every client is cut and the attempt aborted. */
   readTimeoutMs: number;
-  /** Told when that happened. */
-  onReadTimeout(): void;
-  /** Called once the upstream's status line has arrived. */
+  listener: RelayListener;
+  /** Called once when the attempt is over, whatever its result (frees the upstream slot). */
+  release(): void;
+}
+
+/** What the owner of an attempt is told while it runs. */
+export interface RelayListener {
+  /** The upstream's status line has arrived. */
   onStatus(status: number): void;
+  /** No client read the answer for readTimeoutMs: every client was cut. */
+  onReadTimeout(): void;
 }
 
 class RelayHandler implements Dispatcher.DispatchHandler {
@@ -48,6 +55,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     clearTimeout(this.stalled);
     if (this.settled) return;
     this.settled = true;
+    this.options.release();
     this.settle(result);
   }
 
@@ -62,7 +70,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   // through undici, which ends the attempt as failed.
   onResponseStart(_controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
     const { options } = this;
-    options.onStatus(status);
+    options.listener.onStatus(status);
     this.status = status;
     if (status === options.hold) {
       this.held = { status, headers: clientResponseHeaders(headers), body: new CappedChunks(options.holdLimit) };
@@ -85,7 +93,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     if (sink.write(chunk)) return;
     controller.pause();
     this.stalled = setTimeout(() => {
-      this.options.onReadTimeout();
+      this.options.listener.onReadTimeout();
       sink.destroy();
       this.finish({ kind: 'cut' });
       controller.abort(new Error('no client read the answer for CLIENT_TIMEOUT_MS'));

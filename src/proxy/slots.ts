@@ -19,12 +19,17 @@ export class UpstreamSlots {
     private readonly waitMs: number,
   ) {}
 
+  /** The slot's release function when a slot is free now, else undefined (nothing is queued). */
+  tryAcquire(): (() => void) | undefined {
+    if (this.inUse >= this.size) return undefined;
+    this.inUse += 1;
+    return this.releaser();
+  }
+
   /** Resolves with the slot's release function; rejects with `upstream_busy` after `waitMs`. */
   acquire(): Promise<() => void> {
-    if (this.inUse < this.size) {
-      this.inUse += 1;
-      return Promise.resolve(this.releaser());
-    }
+    const release = this.tryAcquire();
+    if (release) return Promise.resolve(release);
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         grant: resolve,

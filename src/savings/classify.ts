@@ -245,6 +245,8 @@ function bypass(reason: BypassReason): Classification {
 }
 
 export function classify(facts: RequestFacts, options: ClassifyOptions): Classification {
+  // Nothing to share at all (COALESCE=false, no cache): no header or body is looked at.
+  if (!options.coalesce && !options.cache) return bypass('off');
   const { method, headers, search } = facts;
   const control = requestCacheControl(headers);
   if (control.noStore) return bypass('no_store');

@@ -171,11 +171,16 @@ export class TokenRefresher implements TokenProvider {
     this.timer = setLongTimeout(() => this.kick(), delayMs);
   }
 
+  usableToken(): string | undefined {
+    const token = this.current;
+    return token && isUsable(token) ? token.value : undefined;
+  }
+
   async getToken(waitMs: number): Promise<string> {
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const token = this.current;
-      if (token && isUsable(token)) return token.value;
+      const usable = this.usableToken();
+      if (usable !== undefined) return usable;
       // Expired without a failure pending, or a retry overdue (a laptop woke from sleep; timers did not run): renew now.
       if (!this.inflight && (!this.backingOff || this.nextAttemptAt <= Date.now())) this.kick();
       const left = deadline - Date.now();

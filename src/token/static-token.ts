@@ -66,6 +66,10 @@ export class StaticTokenProvider implements TokenProvider {
     return { ready: true };
   }
 
+  usableToken(): string | undefined {
+    return this.rejected === this.value ? undefined : this.value;
+  }
+
   async getToken(): Promise<string> {
     if (this.rejected === this.value) {
       const now = performance.now();

@@ -39,6 +39,8 @@ export interface TokenProvider {
    * the wait is over.
    */
   getToken(waitMs: number): Promise<string>;
+  /** The token held, when it can be used now without waiting; undefined otherwise (then getToken). */
+  usableToken(): string | undefined;
   /**
    * The upstream accepted `token`: an HTTP answer for which provesToken() holds, or an opened
    * WebSocket. A 401 to a request sent before this was seen is then not taken as the token's fault.

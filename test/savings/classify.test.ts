@@ -129,6 +129,7 @@ t.test('COALESCE, the cache and per-key TTLs decide what applies', async (t) => 
   const off: ClassifyOptions = { ...ON, coalesce: false, cacheTtlMs: 0 };
   t.equal(reasonOf(body, off), 'off');
   t.equal(reasonOf(body, { ...ON, coalesce: false, cache: false }), 'off', 'no store: TTLs do not matter');
+  t.equal(reasonOf(post({ query: QUERY }, { 'cache-control': 'no-store' }), { ...ON, coalesce: false, cache: false }), 'off', 'with nothing to share, no header is read');
   t.match(classify(body, { ...ON, coalesce: false }), { kind: 'shared', coalesce: false, lookup: true, ttlMs: 5000 });
   t.match(classify(body, { ...ON, cacheTtlMs: 0 }), { kind: 'shared', coalesce: true, lookup: false, ttlMs: 0 });
   t.match(classify({ ...body, cacheTtlMs: 0 }, ON), { kind: 'shared', coalesce: true, lookup: false, ttlMs: 0 }, 'a key with cacheTtlMs 0 is never cached');
