@@ -30,3 +30,16 @@ t.test('a waiter without a slot by the deadline is refused upstream_busy', async
   release();
   (await slots.acquire())();
 });
+
+t.test('tryAcquire takes a free slot at once, and queues nothing when there is none', async (t) => {
+  const slots = new UpstreamSlots(1, 10_000);
+  const release = slots.tryAcquire();
+  t.type(release, 'function');
+  t.equal(slots.tryAcquire(), undefined, 'none free: no slot, and no wait');
+  const waiter = slots.acquire();
+  release!();
+  const granted = await waiter;
+  t.equal(slots.tryAcquire(), undefined, 'the freed slot went to the waiter');
+  granted();
+  t.type(slots.tryAcquire(), 'function');
+});
