@@ -604,7 +604,6 @@ interface StreamPlan {
   protocol: Protocol;
 }
 
-/** The fake's socket that carries `topic`, once its subscription runs. */
 /**
  * The upstream socket carrying `topic` (other than `not`), within 15 s: an injected 429 with
  * `Retry-After: 5` delays a share-mode stream's next attempt that long.
@@ -749,6 +748,7 @@ async function stream(plan: StreamPlan): Promise<void> {
     return tally(scenario, outcome + flow, gapOk && stayed && resumed && upstreamClosed);
   };
 
+  if (SHARE && (plan.kind === 'upstream drops' || plan.kind === 'upstream closes')) return reconnected(plan.kind);
   switch (plan.kind) {
     case 'events': {
       ws.close(1000, 'done');
@@ -756,11 +756,6 @@ async function stream(plan: StreamPlan): Promise<void> {
       const upstreamClosed = await waitForFakeClose(socketId, 10_000);
       return tally(scenario, `${close ? `closed ${close.code}` : 'close hung'}${upstreamClosed ? '' : ', upstream left open'}${flow}`, gapOk && close?.code === 1000 && upstreamClosed);
     }
-    case 'upstream drops':
-    case 'upstream closes':
-      if (SHARE) return reconnected(plan.kind);
-  }
-  switch (plan.kind) {
     case 'upstream drops': {
       fake.terminate((s) => s.id === socketId);
       const close = await within(closed, 5000);
