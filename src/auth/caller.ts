@@ -15,6 +15,11 @@ export interface Caller {
   policy: KeyPolicy;
 }
 
+/** The caller's requests a minute: its key's `rateLimitPerMinute`, else RATE_LIMIT_PER_MINUTE; 0 = no limit. */
+export function rateLimitOf(caller: Caller, config: Pick<Config, 'rateLimitPerMinute'>): number {
+  return caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+}
+
 /** scheme://host[:port] of an http(s) origin, capturing the host. */
 const HTTP_ORIGIN = /^https?:\/\/(\[[^\]/]*\]|[^/:]*)(?::\d{1,5})?$/i;
 

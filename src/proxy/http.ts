@@ -8,7 +8,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { countRequest, type Admission } from '../admission/index.js';
-import type { Caller, ResolveCaller } from '../auth/caller.js';
+import { rateLimitOf, type Caller, type ResolveCaller } from '../auth/caller.js';
 import type { Config } from '../config/index.js';
 import { ProxyError, sendError } from '../errors.js';
 import type { CacheResult } from '../events.js';
@@ -78,7 +78,7 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
     const caller = resolveCaller(request.raw);
     if (caller instanceof ProxyError) return void sendError(reply, caller);
     request.caller = caller;
-    const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+    const limit = rateLimitOf(caller, config);
     if (limit === 0) return done();
     const { keyName } = caller;
     countRequest(admission, { keyName, address: request.ip }, limit).then((answer) => {

@@ -2,7 +2,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import pino from 'pino';
-import { createCallerResolver, originAllowed, type CallerRequest } from '../../src/auth/caller.js';
+import { createCallerResolver, originAllowed, rateLimitOf, type Caller, type CallerRequest } from '../../src/auth/caller.js';
 import { KeyStore } from '../../src/auth/key-store.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { CredentialSet } from '../../src/credential-set.js';
@@ -77,4 +77,11 @@ t.test('Host and Sec-Fetch-Site: refused before the key is looked at', async (t)
   t.match(resolve(request({ ...key, host: 'localhost:1' })), { keyName: 'alice' });
   t.match(resolve({ headers: { host: 'localhost', ...key }, rawHeaders: ['Host', 'localhost', 'host', 'evil.example'] }), { code: 'bad_request', status: 400 });
   t.match(resolver({ ALLOWED_HOSTS: 'bitquery-proxy' }).resolve(request({ host: 'bitquery-proxy:8080' })), { keyName: undefined });
+});
+
+t.test("the per-minute limit is the key's own, else RATE_LIMIT_PER_MINUTE", async (t) => {
+  const caller = (policy: Caller['policy']): Caller => ({ keyName: 'k', credentialSet: {} as CredentialSet, policy });
+  t.equal(rateLimitOf(caller({}), { rateLimitPerMinute: 60 }), 60);
+  t.equal(rateLimitOf(caller({ rateLimitPerMinute: 5 }), { rateLimitPerMinute: 60 }), 5);
+  t.equal(rateLimitOf(caller({ rateLimitPerMinute: 0 }), { rateLimitPerMinute: 60 }), 0, 'a key may be exempt');
 });

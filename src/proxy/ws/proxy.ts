@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { countRequest, type Admission, type Release } from '../../admission/index.js';
-import type { Caller, ResolveCaller } from '../../auth/caller.js';
+import { rateLimitOf, type Caller, type ResolveCaller } from '../../auth/caller.js';
 import type { Config } from '../../config/index.js';
 import { ProxyError, refuseSocket } from '../../errors.js';
 import type { Events } from '../../events.js';
@@ -275,7 +275,7 @@ export function createWsProxy({ config, resolveCaller, admission, logger, events
     // A key owed in connection_init (share mode) is counted with each subscription instead.
     if (caller instanceof ProxyError) return proceed();
     // A handshake is one request under RATE_LIMIT_PER_MINUTE (or the key's rateLimitPerMinute).
-    const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+    const limit = rateLimitOf(caller, config);
     if (limit === 0) return proceed();
     countRequest(admission, { keyName: caller.keyName, address: req.socket.remoteAddress ?? '' }, limit).then((rate) => {
       if (socket.destroyed) return;

@@ -6,7 +6,7 @@
 // resolved by the same decision as a key in a header.
 import type { Logger } from 'pino';
 import { countRequest, type Admission } from '../../admission/index.js';
-import type { Caller, ResolveCaller } from '../../auth/caller.js';
+import { rateLimitOf, type Caller, type ResolveCaller } from '../../auth/caller.js';
 import type { Config } from '../../config/index.js';
 import { ProxyError } from '../../errors.js';
 import type { Events } from '../../events.js';
@@ -54,7 +54,7 @@ export function createShareMode({ config, resolveCaller, admission, subscription
    */
   const acquireFor = (caller: Caller, address: string): (() => Promise<Acquired>) | undefined => {
     const cap = caller.policy.maxStreams ?? config.wsMaxStreamsPerKey;
-    const limit = caller.policy.rateLimitPerMinute ?? config.rateLimitPerMinute;
+    const limit = rateLimitOf(caller, config);
     const key = caller.keyName;
     const capped = key !== undefined && cap !== 0;
     if (!capped && limit === 0) return undefined;
