@@ -68,6 +68,18 @@ export class ProxyError extends Error {
   }
 }
 
+/**
+ * The answer to an error thrown while a request was handled: its own for a ProxyError, a 4xx for
+ * a request at fault (too large, unreadable), else null: an unexpected error, which the caller
+ * logs and answers with internal_error.
+ */
+export function answerToThrown(err: { statusCode?: number; code?: string; message: string }, bodyLimit: number): ProxyError | null {
+  if (err instanceof ProxyError) return err;
+  if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ProxyError('payload_too_large', `the request body is larger than BODY_LIMIT (${bodyLimit} bytes)`);
+  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return new ProxyError('bad_request', err.message, { status: err.statusCode });
+  return null;
+}
+
 const JSON_TYPE = 'application/json; charset=utf-8';
 
 const bodyOf = (error: ProxyError) => JSON.stringify({ error: error.code, message: error.message });

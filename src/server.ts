@@ -2,17 +2,20 @@
 // and publishes one request event per request (and a refused event for each error the proxy
 // answered). No forwarding, token or key logic lives here.
 import cors from '@fastify/cors';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { createServer, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Admission } from './admission/index.js';
 import { originAllowed, type ResolveCaller } from './auth/caller.js';
 import type { Config } from './config/index.js';
 import { readiness, type CredentialSet } from './credential-set.js';
-import { ProxyError, refuseSocket, sendError, writeError } from './errors.js';
+import { answerToThrown, ProxyError, refuseSocket, sendError, writeError } from './errors.js';
 import type { Events } from './events.js';
-import { redactUrl } from './log.js';
 import { REQUEST_ID_HEADER, requestId } from './observability/request-id.js';
-import { httpProxy } from './proxy/http.js';
+import { FastPath } from './proxy/fast-path.js';
+import { HttpForwarder, httpProxy } from './proxy/http.js';
+import { publishRequest } from './proxy/request-event.js';
 import type { PointsSaver } from './savings/saver.js';
 
 /** What a request Node's parser rejected is answered with. */
@@ -20,6 +23,27 @@ function clientError(code: string | undefined): ProxyError {
   if (code === 'HPE_HEADER_OVERFLOW') return new ProxyError('request_header_fields_too_large', 'the request headers are larger than 16 KiB');
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new ProxyError('request_timeout');
   return new ProxyError('bad_request', 'the request is not valid HTTP');
+}
+
+/** The response to the request a socket carries now, for the server's one idle-timer listener. */
+const ANSWERING = Symbol('answering');
+type ServedSocket = Socket & { [ANSWERING]?: ServerResponse };
+
+/**
+ * CLIENT_TIMEOUT_MS between the bytes of a request: each socket's idle timer (the server's
+ * timeout, which Node arms on each connection and again when a kept-alive connection carries its
+ * next request), with one listener for the whole server instead of one per request. A request
+ * still coming in is answered 408. One that is in waits on the upstream (UPSTREAM_TIMEOUT_MS) and
+ * on its client's reading (the relay's own bound), so the timer means nothing until its answer is
+ * out. An idle connection is closed, as Node does when nobody listens.
+ */
+function clientTimedOut(socket: ServedSocket, clientTimeoutMs: number): void {
+  const res = socket[ANSWERING];
+  if (res === undefined || res.writableFinished) return void socket.destroy();
+  if (res.req.complete) return;
+  if (res.headersSent) return void socket.destroy();
+  res.once('finish', () => socket.destroy());
+  writeError(res, new ProxyError('request_timeout', `no byte of the request came for CLIENT_TIMEOUT_MS (${clientTimeoutMs} ms)`), { connection: 'close' });
 }
 
 export interface ServerParts {
@@ -32,46 +56,25 @@ export interface ServerParts {
   saver: PointsSaver;
 }
 
-/** The request's facts, once its answer is finished (or the client has gone). */
-function publish(events: Events, request: FastifyRequest, reply: FastifyReply): void {
-  const error = request.proxyError;
-  const caller = request.caller;
-  const outcome = request.proxyOutcome;
-  if (error !== null && events.has('refused')) {
-    events.emit('refused', {
-      transport: 'http',
-      status: error.status,
-      error: error.code,
-      message: error.message,
-      path: outcome?.path,
-      key: caller?.keyName,
-      credentials: caller?.credentialSet.name,
-    });
-  }
-  if (!events.has('request')) return;
-  events.emit('request', {
-    requestId: request.id,
-    method: request.method,
-    url: redactUrl(request.url),
-    path: outcome?.path,
-    status: reply.statusCode,
-    key: caller?.keyName,
-    credentials: caller?.credentialSet.name,
-    attempts: outcome?.attempts ?? 0,
-    upstreamStatus: outcome?.upstreamStatus,
-    upstreamMs: outcome?.upstreamMs,
-    ms: Math.round(reply.elapsedTime * 100) / 100,
-    bytesIn: outcome?.bytesIn ?? 0,
-    bytesOut: outcome ? outcome.bytesOut() : 0,
-    operation: outcome?.operation,
-    error: error?.code,
-    cache: outcome?.cache,
-  });
-}
-
 export async function buildServer({ config, logger, credentialSets, resolveCaller, admission, events, saver }: ServerParts): Promise<FastifyInstance> {
+  const log = logger as FastifyBaseLogger;
+  const forwarder = new HttpForwarder({ config, resolveCaller, admission, saver, log });
+  const fast = new FastPath({ config, forwarder, events, log });
+
   const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
+    // The server Fastify would make, with the fast path (proxy/fast-path.ts) ahead of its routing.
+    serverFactory: (handler, options) => {
+      const server = createServer((req, res) => {
+        (req.socket as ServedSocket)[ANSWERING] = res;
+        if (!fast.take(req, res)) handler(req, res);
+      });
+      server.on('timeout', (socket: ServedSocket) => clientTimedOut(socket, config.clientTimeoutMs));
+      server.keepAliveTimeout = options.keepAliveTimeout as number;
+      server.requestTimeout = options.requestTimeout as number;
+      server.setTimeout(options.connectionTimeout as number);
+      return server;
+    },
+    loggerInstance: log,
     // One access line per request is written below, without the query string's secrets.
     logController: new LogController({ disableRequestLogging: true }),
     // No child logger per request: the few lines written for a request carry its reqId themselves.
@@ -101,21 +104,6 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     done();
   });
 
-  // CLIENT_TIMEOUT_MS between the bytes of a request: the socket's idle timer, which Node reports
-  // on the request only while it is incomplete. Once the body is in, waiting is the upstream's
-  // doing (UPSTREAM_TIMEOUT_MS), so the timer is off until the next request on the connection.
-  app.server.on('request', (req, res) => {
-    req.socket.setTimeout(config.clientTimeoutMs);
-    req.once('timeout', () => {
-      if (res.headersSent) return void req.socket.destroy();
-      res.once('finish', () => req.socket.destroy());
-      writeError(res, new ProxyError('request_timeout', `no byte of the request came for CLIENT_TIMEOUT_MS (${config.clientTimeoutMs} ms)`), { connection: 'close' });
-    });
-  });
-  app.addHook('preValidation', (request, _reply, done) => {
-    request.raw.socket.setTimeout(0);
-    done();
-  });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
@@ -135,25 +123,24 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
   );
 
   app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, request, reply) => {
-    if (err instanceof ProxyError) return sendError(reply, err);
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return sendError(reply, new ProxyError('payload_too_large', `the request body is larger than BODY_LIMIT (${config.bodyLimit} bytes)`));
-    }
-    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
-      return sendError(reply, new ProxyError('bad_request', err.message, { status: err.statusCode }));
-    }
+    const error = answerToThrown(err, config.bodyLimit);
+    if (error) return sendError(reply, error);
     request.log.error({ reqId: request.id, err }, 'unexpected error');
     return sendError(reply, new ProxyError('internal_error'));
   });
 
   app.decorateRequest('proxyError', null);
   app.addHook('onResponse', (request, reply, done) => {
-    publish(events, request, reply);
+    publishRequest(events, request, reply.statusCode, reply.elapsedTime);
+    done();
+  });
+  app.addHook('preClose', (done) => {
+    fast.close();
     done();
   });
 
   // Registered last: a plugin inherits only the handlers and hooks set before it.
-  await app.register(httpProxy, { config, resolveCaller, admission, saver });
+  await app.register(httpProxy, { config, forwarder });
 
   return app;
 }

@@ -4,8 +4,8 @@
 // Before anything goes upstream the caller is resolved (key, origin, credential set) and, when
 // limits are set, admitted under its per-minute limit. Then the points saver (src/savings/)
 // answers from its cache, joins an identical query in flight, or runs the exchange.
-import type { OutgoingHttpHeaders } from 'node:http';
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, onRequestHookHandler } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { countRequest, type Admission } from '../admission/index.js';
 import { rateLimitOf, type Caller, type ResolveCaller } from '../auth/caller.js';
@@ -22,6 +22,7 @@ export interface HttpProxyOptions {
   resolveCaller: ResolveCaller;
   admission: Admission;
   saver: PointsSaver;
+  log: FastifyBaseLogger;
 }
 
 /** What happened to a request on a proxied path, for its request event. */
@@ -52,6 +53,30 @@ export class ProxyOutcome {
   }
 }
 
+/** A request on a proxied path, whichever parsed it: Fastify, or the fast path (fast-path.ts). */
+export interface ProxiedRequest {
+  readonly id: string;
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly raw: IncomingMessage;
+  caller: Caller | null;
+  proxyOutcome: ProxyOutcome | null;
+  /** The error the proxy answered this request with, if it did. */
+  proxyError: ProxyError | null;
+}
+
+/** How a proxied request is answered until the points saver takes the answer over. */
+export interface ProxiedReply {
+  readonly res: ServerResponse;
+  /** Answers with the proxy's own error. */
+  fail(error: ProxyError): void;
+  /** Headers every answer to this request carries (a limit's RateLimit headers). */
+  addHeaders(headers: Record<string, string>): void;
+  /** From here the answer is written by hand; returns the headers set on it so far. */
+  takeOver(): OutgoingHttpHeaders;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     caller: Caller | null;
@@ -59,40 +84,61 @@ declare module 'fastify' {
   }
 }
 
-export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions): Promise<void> {
-  const { config, resolveCaller, admission, saver } = options;
+/** A Fastify reply as a ProxiedReply. */
+class FastifyProxiedReply implements ProxiedReply {
+  constructor(private readonly reply: FastifyReply) {}
+
+  get res(): ServerResponse {
+    return this.reply.raw;
+  }
+
+  fail(error: ProxyError): void {
+    sendError(this.reply, error);
+  }
+
+  addHeaders(headers: Record<string, string>): void {
+    this.reply.headers(headers);
+  }
+
+  takeOver(): OutgoingHttpHeaders {
+    this.reply.hijack();
+    return this.reply.getHeaders() as OutgoingHttpHeaders;
+  }
+}
+
+/** The steps of a proxied request after routing: admission, then forwarding through the points saver. */
+export class HttpForwarder {
   /** Upstream 402 and 429 answers, per key name and status, for the warning lines. */
-  const limitHits = new Map<string, number>();
+  private readonly limitHits = new Map<string, number>();
 
-  app.decorateRequest('caller', null);
-  app.decorateRequest('proxyOutcome', null);
+  constructor(private readonly options: HttpProxyOptions) {}
 
-  // Every content type is taken as raw bytes and re-sent as it came (the points saver reads a
-  // GraphQL request only to tell identical ones apart).
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
-
-  /** The caller, then its per-minute limit: before the body is read. Synchronous unless a limit applies. */
-  const admitTo = (path: string): onRequestHookHandler => (request, reply, done) => {
+  /**
+   * The caller, then its per-minute limit: before the body is read. `next` is called
+   * synchronously unless a limit applies; a refusal is answered through `reply`.
+   */
+  admit(request: ProxiedRequest, reply: ProxiedReply, path: string, next: (err?: Error) => void): void {
+    const { config, resolveCaller, admission } = this.options;
     request.proxyOutcome = new ProxyOutcome(path, request.raw.socket);
     const caller = resolveCaller(request.raw);
-    if (caller instanceof ProxyError) return void sendError(reply, caller);
+    if (caller instanceof ProxyError) return reply.fail(caller);
     request.caller = caller;
     const limit = rateLimitOf(caller, config);
-    if (limit === 0) return done();
+    if (limit === 0) return next();
     const { keyName } = caller;
-    countRequest(admission, { keyName, address: request.ip }, limit).then((answer) => {
-      if (answer instanceof ProxyError) return void sendError(reply, answer);
-      reply.headers(answer);
-      done();
-    }, done);
-  };
+    countRequest(admission, { keyName, address: request.raw.socket.remoteAddress ?? '' }, limit).then((answer) => {
+      if (answer instanceof ProxyError) return reply.fail(answer);
+      reply.addHeaders(answer);
+      next();
+    }, next);
+  }
 
-  async function forward(request: FastifyRequest, reply: FastifyReply, path: string): Promise<void> {
+  /** Forwards an admitted request: its answer comes from the points saver's cache, a shared flight or its own exchange. */
+  async forward(request: ProxiedRequest, body: Buffer | undefined, reply: ProxiedReply, path: string): Promise<void> {
+    const { config, saver, log } = this.options;
     const { credentialSet, keyName, policy } = request.caller!;
     const tooMany = headerLimit(request.raw.rawHeaders);
-    if (tooMany) return void sendError(reply, tooMany);
-    const body = request.body as Buffer | undefined;
+    if (tooMany) return reply.fail(tooMany);
     const outcome = request.proxyOutcome!;
     outcome.bytesIn = body?.length ?? 0;
     const q = request.url.indexOf('?');
@@ -107,32 +153,42 @@ export async function httpProxy(app: FastifyInstance, options: HttpProxyOptions)
       body,
       timeouts: config,
       facts: outcome,
-      log: request.log,
+      log,
       reqId: request.id,
       keyName,
-      limitHits,
+      limitHits: this.limitHits,
       onError: (error) => (request.proxyError = error),
     });
-    // From here the answer is written by hand: by the saver from its cache, or from the exchange.
-    reply.hijack();
-    const base = reply.getHeaders() as OutgoingHttpHeaders;
+    const base = reply.takeOver();
     const facts = { method: request.method, path, search, body, headers: request.headers, credentials: credentialSet.name, cacheTtlMs: policy.cacheTtlMs };
-    const result = await saver.handle(facts, exchange, reply.raw, base, (cache) => (outcome.cache = cache));
+    const result = await saver.handle(facts, exchange, reply.res, base, (cache) => (outcome.cache = cache));
     if (result.cut) {
-      request.log.warn(
+      log.warn(
         { reqId: request.id, maxBufferedBytes: config.savings.maxBufferedBytes },
         'the client fell more than COALESCE_MAX_BUFFERED_BYTES behind the others sharing its answer: connection cut',
       );
     }
   }
+}
+
+/** The proxied paths as Fastify routes: every request the fast path does not take. */
+export async function httpProxy(app: FastifyInstance, options: { config: Config; forwarder: HttpForwarder }): Promise<void> {
+  const { config, forwarder } = options;
+  app.decorateRequest('caller', null);
+  app.decorateRequest('proxyOutcome', null);
+
+  // Every content type is taken as raw bytes and re-sent as it came (the points saver reads a
+  // GraphQL request only to tell identical ones apart).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
 
   for (const path of config.paths) {
-    const onRequest = admitTo(path);
+    const onRequest: onRequestHookHandler = (request, reply, done) => forwarder.admit(request, new FastifyProxiedReply(reply), path, done);
     app.route({
       method: ['GET', 'POST'],
       url: path,
       onRequest,
-      handler: (request, reply) => forward(request, reply, path),
+      handler: (request, reply) => forwarder.forward(request, request.body as Buffer | undefined, new FastifyProxiedReply(reply), path),
     });
     app.route({
       method: ['PUT', 'PATCH', 'DELETE'],

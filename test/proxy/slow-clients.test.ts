@@ -29,22 +29,52 @@ async function stalledReader(url: string, bytes: number): Promise<Socket> {
 const post = (url: string) =>
   request(`${url}/graphql`, { method: 'POST', body: QUERY, headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(20_000) });
 
-t.test('a request body that stops coming gets 408 JSON and the connection is closed', async (t) => {
-  const { fake, proxy } = await startPair(t, { env: { CLIENT_TIMEOUT_MS: '300' } });
+// A body that stops coming, on each route a request can take: Content-Length (the fast path) and
+// chunked (Fastify's route).
+const STALLED_BODIES = [
+  ['a request body', 'Content-Length: 100\r\n\r\n{"query":'],
+  ['a chunked body (Fastify\'s route)', 'Transfer-Encoding: chunked\r\n\r\n9\r\n{"query":\r\n'],
+] as const;
+
+for (const [what, rest] of STALLED_BODIES) {
+  t.test(`${what} that stops coming gets 408 JSON and the connection is closed`, async (t) => {
+    const { fake, proxy } = await startPair(t, { env: { CLIENT_TIMEOUT_MS: '300' } });
+    const socket = await open(proxy.url);
+    t.teardown(() => socket.destroy());
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (received += chunk));
+    const closed = once(socket, 'close');
+    socket.write(`POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${rest}`);
+    await Promise.race([closed, waitFor(() => false, 10_000, 'the connection to close')]);
+    t.match(received, /^HTTP\/1\.1 408 /);
+    t.match(received, /connection: close/i);
+    const body = JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4));
+    t.equal(body.error, 'request_timeout');
+    t.match(body.message, /CLIENT_TIMEOUT_MS/);
+    t.equal(fake.graphqlRequests.length, 0, 'nothing went upstream');
+  });
+}
+
+t.test('an upstream slower than CLIENT_TIMEOUT_MS is waited for, on either route, and the connection is kept', async (t) => {
+  const { fake, proxy } = await startPair(t, { env: { CLIENT_TIMEOUT_MS: '200', UPSTREAM_TIMEOUT_MS: '10000' } });
   const socket = await open(proxy.url);
   t.teardown(() => socket.destroy());
   let received = '';
   socket.setEncoding('utf8');
   socket.on('data', (chunk: string) => (received += chunk));
-  const closed = once(socket, 'close');
-  socket.write('POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"query":');
-  await Promise.race([closed, waitFor(() => false, 10_000, 'the connection to close')]);
-  t.match(received, /^HTTP\/1\.1 408 /);
-  t.match(received, /connection: close/i);
-  const body = JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4));
-  t.equal(body.error, 'request_timeout');
-  t.match(body.message, /CLIENT_TIMEOUT_MS/);
-  t.equal(fake.graphqlRequests.length, 0, 'nothing went upstream');
+  const chunked = `${QUERY.length.toString(16)}\r\n${QUERY}\r\n0\r\n\r\n`;
+  const requests = [
+    `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${QUERY.length}\r\n\r\n${QUERY}`,
+    `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+  ];
+  for (const [i, raw] of requests.entries()) {
+    fake.graphqlScript.push({ status: 200, body: `{"data":{"slow":${i}}}`, delayMs: 800 });
+    socket.write(raw);
+    await waitFor(() => received.includes(`{"data":{"slow":${i}}}`), 10_000, `answer ${i}`);
+  }
+  t.equal(received.match(/HTTP\/1\.1 200 /g)?.length, 2, 'both answered 200 on one connection');
+  t.notOk(socket.destroyed);
 });
 
 t.test('a body sent with pauses shorter than CLIENT_TIMEOUT_MS is forwarded', async (t) => {
