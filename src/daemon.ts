@@ -21,7 +21,6 @@ import { createWsProxy } from './proxy/ws/index.js';
 import { createShareMode } from './proxy/ws/share.js';
 import { createPointsSaver, memoryStoreFor } from './savings/saver.js';
 import { buildServer } from './server.js';
-import { startSharedState, tieredStore } from './shared-state/index.js';
 
 export interface Daemon {
   app: FastifyInstance;
@@ -52,13 +51,13 @@ export async function startDaemon(config: Config, logger: Logger): Promise<Daemo
   const keys = new KeyStore(config.apiKeys, config.initialKeys, logger.child({ component: 'keys' }));
   const resolveCaller = createCallerResolver(config, keys, credentialSets);
   // REDIS_URL: limits, usage and the cache's second tier shared with the other replicas, in-memory
-  // counting as the fallback.
-  const shared = config.redis && startSharedState(config.redis, events, logger);
+  // counting as the fallback. Without it, the Redis client is not even loaded.
+  const shared = config.redis && (await import('./shared-state/index.js')).startSharedState(config.redis, events, logger);
   const admission = shared ? shared.admission(new MemoryAdmission()) : new MemoryAdmission();
   // One points saver per process; with Redis its cache has a second tier there.
   const keyTtls = Object.values(config.keyPolicies).map((policy) => policy.cacheTtlMs ?? 0);
   const memory = memoryStoreFor(config.savings, keyTtls);
-  const store = memory && shared ? tieredStore(shared.link, memory, config.savings.cacheMaxEntryBytes) : memory;
+  const store = memory && shared ? shared.cache(memory, config.savings.cacheMaxEntryBytes) : memory;
   const saver = createPointsSaver(config.savings, store, (err) => logger.error({ err }, 'points saver: an exchange or the cache store failed'));
   const app = await buildServer({ config, logger, credentialSets, resolveCaller, admission, events, saver });
   // Observability: metrics and the status board subscribe to the events; the usage poller asks

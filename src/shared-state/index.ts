@@ -8,22 +8,23 @@ import type { Events } from '../events.js';
 import { NONE } from '../observability/metric-parts.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { GatewayTotals } from '../observability/status.js';
+import type { AnswerStore, MemoryStore, StoreStats } from '../savings/store.js';
 import { createSharedAdmission } from './admission.js';
-import { connectRedis, type RedisLink } from './connection.js';
+import { tieredStore } from './cache-store.js';
+import { connectRedis } from './connection.js';
 import type { RedisConfig } from './settings.js';
 import { createSharedUsage, type SharedUsage } from './usage.js';
 
 export type { RedisConfig } from './settings.js';
-/** The response cache's tiers (this replica's memory, then Redis), for the points saver. */
-export { tieredStore } from './cache-store.js';
 
 /** How long start-up waits for Redis before listening (so the first requests are shared); past it, it starts in fallback. */
 const READY_WAIT_MS = 1000;
 
 export interface SharedState {
-  link: RedisLink;
   /** The limits every replica counts together; `fallback` answers while Redis is away (open mode). */
   admission(fallback: Admission): Admission;
+  /** The response cache's tiers for the points saver: this replica's `memory`, then Redis. */
+  cache(memory: MemoryStore, maxEntryBytes: number): AnswerStore & StoreStats;
   /** Resolves once Redis answers, or after READY_WAIT_MS. */
   ready(): Promise<void>;
   /** Adds bitquery_proxy_redis_up and bitquery_proxy_redis_errors_total to the daemon's metrics. */
@@ -52,8 +53,8 @@ export function startSharedState(config: RedisConfig, events: Events, logger: Lo
   const usage = createSharedUsage(link);
   const stopCounting = countRequests(events, usage);
   return {
-    link,
     admission: (fallback) => createSharedAdmission(link, fallback),
+    cache: (memory, maxEntryBytes) => tieredStore(link, memory, maxEntryBytes),
     ready: async () => void (await link.waitUntilUp(READY_WAIT_MS)),
     observe(metrics) {
       metrics.gauge({
