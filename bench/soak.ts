@@ -26,7 +26,8 @@
 // - no secret (client secret, any token issued, the inbound keys) in the proxy's output or in
 //   anything a client received, in any encoding (test/helpers/secrets.ts);
 // - RSS and open file descriptors flat after warm-up: the largest value in the last third of the
-//   run within RSS_GROWTH (25%) / FD_GROWTH (20) of the largest in the first third;
+//   run within RSS_GROWTH (25%) / FD_GROWTH (20) of the largest in the middle third (the first
+//   third is the warm-up, in which the heap grows to its working size);
 // - the proxy still answers /healthz at the end and exits 0 on SIGTERM.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -803,7 +804,7 @@ const loops = [
   loop(() => stuckReader('stuck reader'), [5000, 15000]),
   ...Array.from({ length: 6 }, () => loop(() => stream(randomStream()), [50, 500])),
   (async () => {
-    // The first burst falls in the first third, so that the resource baseline has seen one.
+    // Bursts from early on, every 30 s: the middle third (the resource baseline) and the last both see them.
     for (let at = Math.min(15_000, DURATION_MS / 6); at < DURATION_MS - 10_000; at += 30_000) {
       await sleep(Math.max(0, at - elapsed()));
       if (!running()) break;
@@ -858,16 +859,18 @@ check('exit 0 on SIGTERM, within SHUTDOWN_TIMEOUT_MS', exit?.[0] === 0, exit ? `
 await fake.close();
 await new Promise<void>((r) => logFile.end(r));
 
-// Resources: the largest value of the last third against the largest of the first.
+// Resources: the largest value of the last third against the largest of the middle one. The first
+// third is the warm-up: the heap grows to its working size there (in a 2-minute run, RSS rose from
+// 153 to 196 MiB between 30 s and 60 s, then stayed within 2 MiB of it).
 const third = (i: number) => samples.filter((s) => s.at >= (loadEnded * i) / 3 && s.at < (loadEnded * (i + 1)) / 3);
 const max = (list: Sample[], f: (s: Sample) => number) => Math.max(...list.map(f));
-const [first, , lastThird] = [third(0), third(1), third(2)];
-const rssFirst = max(first, (s) => s.rssKiB);
+const [, middle, lastThird] = [third(0), third(1), third(2)];
+const rssMiddle = max(middle, (s) => s.rssKiB);
 const rssLast = max(lastThird, (s) => s.rssKiB);
-const fdFirst = max(first, (s) => s.fds);
+const fdMiddle = max(middle, (s) => s.fds);
 const fdLast = max(lastThird, (s) => s.fds);
-check(`RSS flat: last third's max within ${RSS_GROWTH * 100}% of the first third's`, first.length > 0 && rssLast <= rssFirst * (1 + RSS_GROWTH), `${(rssFirst / 1024).toFixed(1)} → ${(rssLast / 1024).toFixed(1)} MiB`);
-check(`file descriptors flat: last third's max within ${FD_GROWTH} of the first third's`, first.length > 0 && fdLast <= fdFirst + FD_GROWTH, `${fdFirst} → ${fdLast}`);
+check(`RSS flat: last third's max within ${RSS_GROWTH * 100}% of the middle third's`, middle.length > 0 && rssLast <= rssMiddle * (1 + RSS_GROWTH), `${(rssMiddle / 1024).toFixed(1)} → ${(rssLast / 1024).toFixed(1)} MiB`);
+check(`file descriptors flat: last third's max within ${FD_GROWTH} of the middle third's`, middle.length > 0 && fdLast <= fdMiddle + FD_GROWTH, `${fdMiddle} → ${fdLast}`);
 
 // Secrets: the proxy's whole output, in chunks of whole lines, and everything clients received.
 const secrets = [fake.clientSecret, KEYS.alice, KEYS.bob, ...fake.issuedTokens];
@@ -903,9 +906,9 @@ for (const [scenario, row] of [...rows.entries()].sort(([a], [b]) => a.localeCom
   const outcomes = [...row.outcomes.entries()].sort((a, b) => b[1] - a[1]).map(([o, c]) => `${o}: ${c}`).join('; ');
   out.push(`| ${scenario} | ${row.total} | ${row.failures} | ${row.hung} | ${outcomes} |`);
 }
-out.push('', `| resource | first third max | last third max | bound |`, '|---|---:|---:|---|');
-out.push(`| RSS | ${(rssFirst / 1024).toFixed(1)} MiB | ${(rssLast / 1024).toFixed(1)} MiB | +${RSS_GROWTH * 100}% |`);
-out.push(`| open fds | ${fdFirst} | ${fdLast} | +${FD_GROWTH} |`);
+out.push('', `| resource | middle third max | last third max | bound |`, '|---|---:|---:|---|');
+out.push(`| RSS | ${(rssMiddle / 1024).toFixed(1)} MiB | ${(rssLast / 1024).toFixed(1)} MiB | +${RSS_GROWTH * 100}% |`);
+out.push(`| open fds | ${fdMiddle} | ${fdLast} | +${FD_GROWTH} |`);
 out.push('', '| end check | ok | detail |', '|---|---|---|');
 for (const c of endChecks) out.push(`| ${c.what} | ${c.ok ? 'yes' : '**NO**'} | ${c.detail} |`);
 const failedRows = [...rows.values()].reduce((s, r) => s + r.failures, 0);
