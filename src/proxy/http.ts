@@ -4,6 +4,8 @@
 // Before anything goes upstream the caller is resolved (key, origin, credential set) and, when
 // limits are set, admitted under its per-minute limit. Then the points saver (src/savings/)
 // answers from its cache, joins an identical query in flight, or runs the exchange.
+// A request reaches HttpForwarder by one of two routes: the fast path (fast-path.ts) for the
+// common case, or the Fastify routes at the end of this file for every other request.
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, onRequestHookHandler } from 'fastify';
 import type { Dispatcher } from 'undici';
