@@ -1,6 +1,8 @@
 // Assembles the Fastify app from its parts: health routes, CORS, the HTTP proxy and error shapes,
 // and publishes one request event per request (and a refused event for each error the proxy
-// answered). No forwarding, token or key logic lives here.
+// answered). Its HTTP server hands the common proxied request to the fast path (proxy/fast-path.ts)
+// before Fastify's routing, and keeps the client timer for every request. No forwarding, token or
+// key logic lives here.
 import cors from '@fastify/cors';
 import { createServer, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -103,7 +105,6 @@ export async function buildServer({ config, logger, credentialSets, resolveCalle
     request.headers[REQUEST_ID_HEADER] = request.id;
     done();
   });
-
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
