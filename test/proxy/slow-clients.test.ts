@@ -1,7 +1,7 @@
 // Slow and stalled clients, end to end: a body that stops coming gets 408, a client that stops
 // reading an answer is cut and its upstream connection freed, and a request that finds every
 // upstream connection busy gets 503 within UPSTREAM_TIMEOUT_MS instead of waiting without end.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { request } from 'undici';
@@ -15,6 +15,16 @@ function open(url: string): Promise<Socket> {
   const socket = connect(Number(port), hostname);
   socket.on('error', () => {});
   return once(socket, 'connect').then(() => socket);
+}
+
+/** A raw connection closed with the test; `received()` is all it has read so far, as text. */
+async function recorded(t: Test, url: string): Promise<{ socket: Socket; received: () => string }> {
+  const socket = await open(url);
+  t.teardown(() => socket.destroy());
+  let text = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => (text += chunk));
+  return { socket, received: () => text };
 }
 
 /** A client that asks for a large answer and never reads it. */
@@ -39,17 +49,13 @@ const STALLED_BODIES = [
 for (const [what, rest] of STALLED_BODIES) {
   t.test(`${what} that stops coming gets 408 JSON and the connection is closed`, async (t) => {
     const { fake, proxy } = await startPair(t, { env: { CLIENT_TIMEOUT_MS: '300' } });
-    const socket = await open(proxy.url);
-    t.teardown(() => socket.destroy());
-    let received = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => (received += chunk));
+    const { socket, received } = await recorded(t, proxy.url);
     const closed = once(socket, 'close');
     socket.write(`POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${rest}`);
     await Promise.race([closed, waitFor(() => false, 10_000, 'the connection to close')]);
-    t.match(received, /^HTTP\/1\.1 408 /);
-    t.match(received, /connection: close/i);
-    const body = JSON.parse(received.slice(received.indexOf('\r\n\r\n') + 4));
+    t.match(received(), /^HTTP\/1\.1 408 /);
+    t.match(received(), /connection: close/i);
+    const body = JSON.parse(received().slice(received().indexOf('\r\n\r\n') + 4));
     t.equal(body.error, 'request_timeout');
     t.match(body.message, /CLIENT_TIMEOUT_MS/);
     t.equal(fake.graphqlRequests.length, 0, 'nothing went upstream');
@@ -58,11 +64,7 @@ for (const [what, rest] of STALLED_BODIES) {
 
 t.test('an upstream slower than CLIENT_TIMEOUT_MS is waited for, on either route, and the connection is kept', async (t) => {
   const { fake, proxy } = await startPair(t, { env: { CLIENT_TIMEOUT_MS: '200', UPSTREAM_TIMEOUT_MS: '10000' } });
-  const socket = await open(proxy.url);
-  t.teardown(() => socket.destroy());
-  let received = '';
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => (received += chunk));
+  const { socket, received } = await recorded(t, proxy.url);
   const chunked = `${QUERY.length.toString(16)}\r\n${QUERY}\r\n0\r\n\r\n`;
   const requests = [
     `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${QUERY.length}\r\n\r\n${QUERY}`,
@@ -71,26 +73,22 @@ t.test('an upstream slower than CLIENT_TIMEOUT_MS is waited for, on either route
   for (const [i, raw] of requests.entries()) {
     fake.graphqlScript.push({ status: 200, body: `{"data":{"slow":${i}}}`, delayMs: 800 });
     socket.write(raw);
-    await waitFor(() => received.includes(`{"data":{"slow":${i}}}`), 10_000, `answer ${i}`);
+    await waitFor(() => received().includes(`{"data":{"slow":${i}}}`), 10_000, `answer ${i}`);
   }
-  t.equal(received.match(/HTTP\/1\.1 200 /g)?.length, 2, 'both answered 200 on one connection');
+  t.equal(received().match(/HTTP\/1\.1 200 /g)?.length, 2, 'both answered 200 on one connection');
   t.notOk(socket.destroyed);
 });
 
 t.test('a body sent with pauses shorter than CLIENT_TIMEOUT_MS is forwarded', async (t) => {
   const { fake, proxy } = await startPair(t, { env: { CLIENT_TIMEOUT_MS: '2000' } });
-  const socket = await open(proxy.url);
-  t.teardown(() => socket.destroy());
-  let received = '';
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => (received += chunk));
+  const { socket, received } = await recorded(t, proxy.url);
   socket.write(`POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${QUERY.length}\r\n\r\n`);
   for (const char of QUERY) {
     socket.write(char);
     await new Promise((r) => setTimeout(r, 20));
   }
-  await waitFor(() => received.includes('"echo"'), 10_000, 'the answer');
-  t.match(received, /^HTTP\/1\.1 200 /);
+  await waitFor(() => received().includes('"echo"'), 10_000, 'the answer');
+  t.match(received(), /^HTTP\/1\.1 200 /);
   t.equal(fake.graphqlRequests.length, 1);
 });
 
