@@ -42,8 +42,6 @@ export interface ExchangeOptions {
   keyName?: string;
   /** Upstream 402 and 429 answers per key name and status, for the warning lines. */
   limitHits: Map<string, number>;
-  /** The proxy answered with its own error (no token, upstream unreachable or too slow). */
-  onError(error: ProxyError): void;
 }
 
 function answerError(sink: AnswerSink, error: ProxyError): void {
@@ -74,7 +72,7 @@ class UpstreamExchange implements RelayListener {
         token = await credentialSet.tokens.getToken(timeouts.tokenWaitMs);
       } catch (err) {
         if (!(err instanceof ProxyError)) throw err;
-        this.options.onError(err);
+        sink.proxyError(err);
         return answerError(sink, err);
       }
       if (sink.gone) return;
@@ -98,7 +96,7 @@ class UpstreamExchange implements RelayListener {
     if (result.kind !== 'failed' || sink.gone) return;
     const failure = result.error instanceof ProxyError ? result.error : upstreamFailure(result.error);
     this.options.log.warn({ reqId: this.options.reqId, upstreamError: failure.message }, 'upstream request failed');
-    this.options.onError(failure);
+    sink.proxyError(failure);
     // Part of the answer is out: all the clients can be told is that the rest will not come.
     if (result.headersSent) sink.destroy();
     else answerError(sink, failure);

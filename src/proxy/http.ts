@@ -159,11 +159,13 @@ export class HttpForwarder {
       reqId: request.id,
       keyName,
       limitHits: this.limitHits,
-      onError: (error) => (request.proxyError = error),
     });
     const base = reply.takeOver();
     const facts = { method: request.method, path, search, body, headers: request.headers, credentials: credentialSet.name, cacheTtlMs: policy.cacheTtlMs };
-    const result = await saver.handle(facts, exchange, reply.res, base, (cache) => (outcome.cache = cache));
+    const result = await saver.handle(facts, exchange, reply.res, base, {
+      decided: (cache) => (outcome.cache = cache),
+      failed: (error) => (request.proxyError = error),
+    });
     if (result.cut) {
       log.warn(
         { reqId: request.id, maxBufferedBytes: config.savings.maxBufferedBytes },

@@ -12,6 +12,8 @@
 // and costs at most that much. A lone client is never cut: it paces the upstream, as without the
 // saver.
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { ProxyError } from '../errors.js';
+import type { CacheResult } from '../events.js';
 
 export type ResponseHeaders = Record<string, string | string[]>;
 
@@ -32,11 +34,25 @@ export interface AnswerSink {
   end(): void;
   /** The answer broke: every client's connection is cut. */
   destroy(): void;
+  /**
+   * The answer is the proxy's own error, written next, or an upstream failure that the clients
+   * are cut for (destroy() next): every client's listener is told, for its request event.
+   */
+  proxyError(error: ProxyError): void;
+}
+
+/** Told how one client is served, for its request event. */
+export interface ClientListener {
+  /** How the points saver serves the client: called before anything is written to it. */
+  decided(cache: CacheResult): void;
+  /** The client's answer is the proxy's own error, or was cut for one: called before that. */
+  failed(error: ProxyError): void;
 }
 
 /**
  * Performs one upstream exchange into `sink`: writes the answer (the upstream's, the kept 401, or
- * the proxy's own error answer) with head/write/end, or destroy() when it breaks after head().
+ * the proxy's own error answer) with head/write/end, or destroy() when it breaks after head();
+ * proxyError() comes first when the proxy's own error is the answer or the reason for the cut.
  * Resolves once it is done; it should not reject (a rejection cuts the clients and is reported).
  */
 export type Exchange = (sink: AnswerSink) => Promise<void>;
@@ -53,6 +69,7 @@ interface Client {
   res: ServerResponse;
   base: OutgoingHttpHeaders;
   role: FlightRole;
+  listener: ClientListener | undefined;
   cut: boolean;
   /** A 'drain' listener is on its response. */
   waiting: boolean;
@@ -134,13 +151,14 @@ export class Flight implements AnswerSink {
   }
 
   /** Adds a client; its answer starts with whatever has arrived so far. Resolves once it is written whole, cut, or gone. */
-  add(res: ServerResponse, base: OutgoingHttpHeaders, role: FlightRole): Promise<ClientOutcome> {
+  add(res: ServerResponse, base: OutgoingHttpHeaders, role: FlightRole, listener?: ClientListener): Promise<ClientOutcome> {
     let resolve!: (outcome: ClientOutcome) => void;
     const done = new Promise<ClientOutcome>((r) => (resolve = r));
     const client: Client = {
       res,
       base,
       role,
+      listener,
       cut: false,
       waiting: false,
       onDrain: () => {
@@ -237,6 +255,10 @@ export class Flight implements AnswerSink {
     this.close();
     this.release();
     for (const client of this.clients) client.res.destroy();
+  }
+
+  proxyError(error: ProxyError): void {
+    for (const client of this.clients) client.listener?.failed(error);
   }
 
   private readonly drained = (): void => {

@@ -7,7 +7,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheResult } from '../events.js';
 import { cacheable } from './cacheable.js';
 import { classify, type Classification, type ClassifyOptions, type RequestFacts } from './classify.js';
-import { Flight, HeldBudget, type ClientOutcome, type Exchange, type ResponseHeaders } from './flight.js';
+import { Flight, HeldBudget, type ClientListener, type ClientOutcome, type Exchange, type ResponseHeaders } from './flight.js';
 import { SoleAnswer } from './sole-answer.js';
 import { MemoryStore, type AnswerStore, type CachedAnswer, type StoreStats } from './store.js';
 
@@ -146,27 +146,28 @@ export class PointsSaver {
    * Answers one request on a proxied path into `res`. `exchange` performs one upstream exchange
    * (token, dispatch, 401 retry) into the sink it is given; it is called at most once, and not
    * at all for a hit or a joiner. `base` holds the headers already set for this client (CORS,
-   * rate limit); the upstream's own win a clash, as without the saver. `decided` is told how the
-   * request is served before anything is written (the request event is built when the answer
-   * ends). Resolves once this client's answer is written whole, cut, or the client has gone.
+   * rate limit); the upstream's own win a clash, as without the saver. `listener` is told how the
+   * request is served, and of the proxy's own error when that is the answer (shared by a flight's
+   * every client), before anything is written: the request event is built when the answer ends.
+   * Resolves once this client's answer is written whole, cut, or the client has gone.
    */
-  handle(facts: RequestFacts, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders = {}, decided?: (cache: CacheResult) => void): Promise<SaverOutcome> {
+  handle(facts: RequestFacts, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders = {}, listener?: ClientListener): Promise<SaverOutcome> {
     const plan = classify(facts, this.classifyOptions);
-    if (plan.kind === 'bypass') return this.bypass(exchange, res, base, decided);
-    return this.share(plan, exchange, res, base, decided);
+    if (plan.kind === 'bypass') return this.bypass(exchange, res, base, listener);
+    return this.share(plan, exchange, res, base, listener);
   }
 
   /** A request not shared: its exchange writes straight into its response. */
-  private bypass(exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, decided: ((cache: CacheResult) => void) | undefined): Promise<SaverOutcome> {
+  private bypass(exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, listener: ClientListener | undefined): Promise<SaverOutcome> {
     this.requests.bypass += 1;
-    decided?.('bypass');
-    const answer = new SoleAnswer(res, base);
+    listener?.decided('bypass');
+    const answer = new SoleAnswer(res, base, listener);
     answer.run(exchange).catch(this.options.onError);
     return answer.done;
   }
 
   /** A request that may be answered from the cache, join an identical one in flight, or lead one. */
-  private async share(plan: SharedPlan, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, decided: ((cache: CacheResult) => void) | undefined): Promise<SaverOutcome> {
+  private async share(plan: SharedPlan, exchange: Exchange, res: ServerResponse, base: OutgoingHttpHeaders, listener: ClientListener | undefined): Promise<SaverOutcome> {
     const { key, credentials } = plan;
     if (plan.lookup) {
       // The in-memory store answers at once: no turn of the event loop for a hit.
@@ -185,7 +186,7 @@ export class PointsSaver {
       const now = this.now();
       if (entry && (plan.maxAgeMs === undefined || now - entry.storedAt < plan.maxAgeMs)) {
         this.count('hit', credentials);
-        decided?.('hit');
+        listener?.decided('hit');
         this.serveHit(res, base, entry, now);
         return { cache: 'hit', cut: false };
       }
@@ -193,10 +194,10 @@ export class PointsSaver {
     const flight = plan.coalesce ? this.flights.get(key) : undefined;
     if (flight) {
       this.count('coalesced', credentials);
-      decided?.('coalesced');
-      return { cache: 'coalesced', ...(await flight.add(res, base, 'COALESCED')) };
+      listener?.decided('coalesced');
+      return { cache: 'coalesced', ...(await flight.add(res, base, 'COALESCED', listener)) };
     }
-    return this.lead(plan, exchange, res, base, decided);
+    return this.lead(plan, exchange, res, base, listener);
   }
 
   private async lead(
@@ -204,10 +205,10 @@ export class PointsSaver {
     exchange: Exchange,
     res: ServerResponse,
     base: OutgoingHttpHeaders,
-    decided: ((cache: CacheResult) => void) | undefined,
+    listener: ClientListener | undefined,
   ): Promise<SaverOutcome> {
     this.requests.miss += 1;
-    decided?.('miss');
+    listener?.decided('miss');
     const { maxHeldBytes, maxBacklogBytes } = this.options;
     const flight = new Flight({
       maxHeldBytes,
@@ -219,7 +220,7 @@ export class PointsSaver {
       onComplete: plan.ttlMs > 0 ? (status, headers, body, startedAt) => void this.fill(plan.key, plan.ttlMs, status, headers, body, startedAt) : undefined,
     });
     if (plan.coalesce) this.flights.set(plan.key, flight);
-    const done = flight.add(res, base, 'MISS');
+    const done = flight.add(res, base, 'MISS', listener);
     flight.run(exchange).catch(this.options.onError);
     return { cache: 'miss', ...(await done) };
   }

@@ -4,7 +4,8 @@
 // clients, no held chunks, no backlog to compare. A lone client is never cut; it paces the
 // upstream through write() and onDrain().
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { AnswerSink, Exchange, ResponseHeaders } from './flight.js';
+import type { ProxyError } from '../errors.js';
+import type { AnswerSink, ClientListener, Exchange, ResponseHeaders } from './flight.js';
 
 /** How every such request is served, once its answer is written whole or its client has gone. */
 const ANSWERED = Object.freeze({ cache: 'bypass', cut: false } as const);
@@ -22,6 +23,7 @@ export class SoleAnswer implements AnswerSink {
   constructor(
     private readonly res: ServerResponse,
     private readonly base: OutgoingHttpHeaders,
+    private readonly listener: ClientListener | undefined,
   ) {
     this.done = new Promise((resolve) => (this.resolve = resolve));
     res.once('close', this.closed);
@@ -67,6 +69,10 @@ export class SoleAnswer implements AnswerSink {
     if (this.state === 'done') return;
     this.state = 'done';
     this.res.destroy();
+  }
+
+  proxyError(error: ProxyError): void {
+    this.listener?.failed(error);
   }
 
   private readonly settle = (): void => {

@@ -190,6 +190,25 @@ t.test('coalescing (CACHE_TTL_MS=0)', async (t) => {
   });
 });
 
+t.test('the proxy’s own error as a shared answer: every client sharing it gets it, and each access line names it', async (t) => {
+  const saver = await start(t, { UPSTREAM_TIMEOUT_MS: '2000' });
+  saver.hold(t);
+  const payload = body({ network: 'slow' });
+  const answers = Array.from({ length: 5 }, () => saver.ask('alice', payload));
+  await waitFor(async () => (await requestsBy(saver, 'coalesced')) === 4, 10_000, 'four joined the first');
+  const all = await Promise.all(answers);
+  t.same(all.map((a) => a.status), [504, 504, 504, 504, 504], 'UPSTREAM_TIMEOUT_MS passed for all five');
+  t.ok(all.every((a) => JSON.parse(a.text).error === 'upstream_timeout'));
+  t.same(all.map((a) => a.cache).sort(), ['COALESCED', 'COALESCED', 'COALESCED', 'COALESCED', 'MISS']);
+  t.equal(saver.upstream(), 1);
+  const lines = await waitFor(() => {
+    const found = saver.proxy.logs().filter((l) => l.msg === 'request' && l.status === 504);
+    return found.length === 5 && found;
+  }, 10_000, 'five access lines');
+  t.same(lines.map((l) => l.error), Array(5).fill('upstream_timeout'), 'the joiners’ lines name the error too, not only the leader’s');
+  t.same(lines.map((l) => l.cache).sort(), ['coalesced', 'coalesced', 'coalesced', 'coalesced', 'miss']);
+});
+
 t.test('the response cache (CACHE_TTL_MS=60000)', async (t) => {
   const saver = await start(t, { CACHE_TTL_MS: '60000' });
   const { fake } = saver;
