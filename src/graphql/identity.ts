@@ -1,7 +1,9 @@
 // What makes two GraphQL requests "the same" for the points saver: the same document once
 // normalized (parsed and printed by graphql-js, so whitespace and comments do not count), the
-// same operationName and the same variables as canonical JSON (object keys sorted). The caller
-// adds what else must match (path, credential set, answer-changing headers).
+// same operation run and the same variables as canonical JSON (object keys sorted). The
+// operationName counts only where it picks one of several operations: with one operation in the
+// document, the request runs it whether operationName names it or is left out. The caller adds
+// what else must match (path, credential set, answer-changing headers).
 import { Kind, parse, print, type DocumentNode, type OperationDefinitionNode } from 'graphql';
 
 export type OperationType = 'query' | 'mutation' | 'subscription';
@@ -9,7 +11,10 @@ export type OperationType = 'query' | 'mutation' | 'subscription';
 export interface GraphqlRequest {
   /** The normalized document. */
   document: string;
+  /** As the client sent it (sent upstream and logged as it came). */
   operationName?: string;
+  /** The document holds more than one operation: only then does operationName change what runs. */
+  severalOperations: boolean;
   /** Canonical JSON of the variables ("{}" when none). */
   variables: string;
   /** The type of the operation that would run (the named one, or the only one). */
@@ -30,8 +35,7 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.join(',')}}`;
 }
 
-function selectedOperation(doc: DocumentNode, operationName: string | undefined): OperationDefinitionNode | undefined {
-  const operations = doc.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
+function selectedOperation(operations: OperationDefinitionNode[], operationName: string | undefined): OperationDefinitionNode | undefined {
   if (operationName === undefined) return operations.length === 1 ? operations[0] : undefined;
   return operations.find((o) => o.name?.value === operationName);
 }
@@ -54,12 +58,20 @@ export function graphqlRequest(payload: unknown): GraphqlRequest | undefined {
     return undefined;
   }
   const name = operationName ?? undefined;
-  const op = selectedOperation(doc, name);
+  const operations = doc.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
+  const op = selectedOperation(operations, name);
   if (!op) return undefined;
-  return { document: print(doc), ...(name !== undefined && { operationName: name }), variables: canonicalJson(variables ?? {}), operation: op.operation as OperationType };
+  return {
+    document: print(doc),
+    ...(name !== undefined && { operationName: name }),
+    severalOperations: operations.length > 1,
+    variables: canonicalJson(variables ?? {}),
+    operation: op.operation as OperationType,
+  };
 }
 
 /** One string for a request's identity parts (the caller prefixes its own parts). */
 export function identityKey(request: GraphqlRequest): string {
-  return `${request.operationName ?? ''}\n${request.variables}\n${request.document}`;
+  const picked = request.severalOperations ? request.operationName : '';
+  return `${picked}\n${request.variables}\n${request.document}`;
 }

@@ -3,8 +3,8 @@
 // nothing but what goes into the key; everything else passes through as today ("bypass").
 //
 // The key: the method, the path, the query string's other parameters, the credential set, the
-// normalized document, operationName, the variables and extensions as canonical JSON, and the
-// request headers that can change the answer:
+// normalized document, the operation run (graphql/identity.ts), the variables and extensions as
+// canonical JSON, and the request headers that can change the answer:
 //   Accept-Encoding  a gzip answer must never reach a client that did not ask for gzip;
 //   Accept           the media type of the answer;
 //   Origin           the upstream may answer with CORS headers naming the origin.
@@ -208,7 +208,14 @@ function normalized(query: unknown, operationName: unknown): Omit<GraphqlRequest
   let found = documents.get(key);
   if (found === undefined) {
     const request = graphqlRequest({ query, operationName });
-    found = request ? { document: request.document, operation: request.operation, ...(request.operationName !== undefined && { operationName: request.operationName }) } : false;
+    found = request
+      ? {
+          document: request.document,
+          operation: request.operation,
+          severalOperations: request.severalOperations,
+          ...(request.operationName !== undefined && { operationName: request.operationName }),
+        }
+      : false;
     documents.set(key, found);
   }
   return found;

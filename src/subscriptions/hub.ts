@@ -1,5 +1,5 @@
 // The registry of upstream streams: one per distinct subscription (credential set, path,
-// normalized document, operationName, canonical variables), found again by every client that asks
+// normalized document, the operation run, canonical variables), found again by every client that asks
 // the same thing, and the per-credential-set stream cap. Also the counts the metrics read.
 import type { Logger } from 'pino';
 import type { Events } from '../events.js';

@@ -90,6 +90,9 @@ t.test('what is never shared', async (t) => {
   const two = 'query A { a } query B { b }';
   t.not(keyOf(post({ query: two, operationName: 'A' })), keyOf(post({ query: two, operationName: 'B' })), 'one document, two operations: two keys');
   t.equal(reasonOf(post({ query: two })), 'not_graphql', 'two operations and no operationName');
+  const one = 'query Latest { a }';
+  t.equal(keyOf(post({ query: one, operationName: 'Latest' })), keyOf(post({ query: one })), 'one operation: naming it or leaving the name out is the same query');
+  t.equal(reasonOf(post({ query: one, operationName: 'Other' })), 'not_graphql', 'an operationName the document does not hold');
   t.equal(reasonOf(post('{"query":')), 'not_graphql', 'not JSON');
   t.equal(reasonOf(post('null')), 'not_graphql');
   t.equal(reasonOf(post({ query: '{ a ' })), 'not_graphql', 'a syntax error');

@@ -111,6 +111,19 @@ t.test('different variables, documents, operation names, paths or credential set
   t.same([a.events('1'), a.events('3'), a.events('4'), a.events('6'), b.events('1'), eap.events('1')], [[], [], [], [], [], []], 'nobody else got them');
 });
 
+t.test('a subscription named by operationName and the same one sent without it share one upstream stream', async (t) => {
+  const h = await harness(t);
+  const a = await legacy(h);
+  const b = await transport(h);
+  a.subscribe('1', Q, { a: 1, b: 2 }, 'Trades');
+  b.subscribe('1', Q, { a: 1, b: 2 });
+  await waitFor(() => streamsOf(h).subscriptions === 2 && h.upstream.streams().length === 1, 5000, 'two subscriptions on one stream');
+  t.same(streamsOf(h), { upstreamStreams: 1, subscriptions: 2 });
+  t.equal(h.upstream.conns[0]!.started!.operationName, 'Trades', 'sent upstream as the first client sent it');
+  t.equal(h.upstream.publish({ trades: { id: 1 } }), 1);
+  await waitFor(() => a.events('1').length === 1 && b.events('1').length === 1, 5000, 'both got the event');
+});
+
 t.test('a client completing one subscription ends that one only; the others keep flowing; nothing is sent upstream', async (t) => {
   const h = await harness(t);
   const a = await transport(h);
