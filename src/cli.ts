@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The `bitquery-proxy` command: arguments, configuration, then the daemon or a one-shot command.
 // Precedence of settings: flags > environment > env file (.env) > defaults.
-// First: refuse an unsupported Node.js before any other module is loaded.
+// First: refuse an unsupported Node.js before any other module is loaded; then tune the GC.
 import './node-version.js';
+import './gc-tuning.js';
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { check, CommandError, fetchToken } from './commands.js';
