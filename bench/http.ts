@@ -52,6 +52,8 @@ dispatch(), in turn with autocannon: POST /graphql, ~150-byte JSON body, keep-al
   --log-level LEVEL     the proxy's LOG_LEVEL (default info, the production default)
   --proxy-entry FILE    the proxy's cli.js (default dist/cli.js), e.g. a patched copy
   --proxy-node-arg ARG  extra node flag for the proxy, repeatable (e.g. --proxy-node-arg=--cpu-prof)
+  --peer-node-arg ARG   extra node flag for the peer and the two floors, repeatable (e.g.
+                        --peer-node-arg=--no-allocation-site-pretenuring, the proxy's own GC setting)
   --proxy-env K=V       extra proxy environment, repeatable (e.g. --proxy-env UPSTREAM_CONNECTIONS=64)
   --json FILE           also write the raw results as JSON
   --keep-logs           keep the proxy's stdout log file and print its path
@@ -69,6 +71,7 @@ const { values: args } = parseArgs({
     'log-level': { type: 'string', default: 'info' },
     'proxy-entry': { type: 'string', default: join(ROOT, 'dist', 'cli.js') },
     'proxy-node-arg': { type: 'string', multiple: true, default: [] },
+    'peer-node-arg': { type: 'string', multiple: true, default: [] },
     'proxy-env': { type: 'string', multiple: true, default: [] },
     json: { type: 'string' },
     'keep-logs': { type: 'boolean', default: false },
@@ -105,6 +108,7 @@ const opts = {
   logLevel: args['log-level'],
   proxyEntry: resolve(args['proxy-entry']),
   proxyNodeArgs: args['proxy-node-arg'],
+  peerNodeArgs: args['peer-node-arg'],
   proxyEnv: Object.fromEntries(
     args['proxy-env'].map((kv) => {
       const eq = kv.indexOf('=');
@@ -186,12 +190,12 @@ setTimeout(() => {
   void cleanup().finally(() => process.exit(1));
 }, budgetMs).unref();
 
-/** Forks a bench/peers/*.ts file and waits for the {url} message it sends once listening. */
-async function forkPeer(file: string, argv: string[]): Promise<{ child: ChildProcess; url: string }> {
+/** Forks a bench/peers/*.ts file (with extra node flags) and waits for the {url} message it sends once listening. */
+async function forkPeer(file: string, argv: string[], nodeArgs: string[] = []): Promise<{ child: ChildProcess; url: string }> {
   const child = track(
     fork(join(ROOT, 'bench', 'peers', file), argv, {
       cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
+      execArgv: [...nodeArgs, '--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),
   );
@@ -455,6 +459,7 @@ function report(results: Map<Target, TargetResult[]>): string {
   lines.push(
     `POST /graphql, ${REQUEST_BODY.length}-byte body, keep-alive; ${opts.connections} connections for ${opts.duration} s after ${opts.warmup} s of discarded warm-up, then 1 connection for ${opts.latencyDuration} s. Node ${process.version}, loopback.`,
   );
+  if (opts.peerNodeArgs.length > 0) lines.push('', `The peer and the floors ran with \`${opts.peerNodeArgs.join(' ')}\`.`);
   lines.push('');
   lines.push(`| target | req/s (${opts.connections} conns) | p50 ms | p99 ms | mean ms (1 conn) | server CPU µs/req | failed |`);
   lines.push('|---|---:|---:|---:|---:|---:|---:|');
@@ -532,9 +537,9 @@ async function main(): Promise<void> {
   process.stderr.write(`bench: starting the upstream and ${opts.targets.filter((t) => t !== 'direct').join(', ') || 'nothing else'}\n`);
   const upstream = await forkPeer('upstream.ts', [TOKEN]);
   const proxy = opts.targets.includes('proxy') ? await startProxy(upstream.url) : undefined;
-  const peer = opts.targets.includes('peer') ? await forkPeer('fastify-http-proxy.ts', [upstream.url, TOKEN]) : undefined;
-  const floor = opts.targets.includes('floor') ? await forkPeer('fastify-floor.ts', [upstream.url, TOKEN]) : undefined;
-  const bare = opts.targets.includes('bare') ? await forkPeer('bare-node.ts', [upstream.url, TOKEN]) : undefined;
+  const peer = opts.targets.includes('peer') ? await forkPeer('fastify-http-proxy.ts', [upstream.url, TOKEN], opts.peerNodeArgs) : undefined;
+  const floor = opts.targets.includes('floor') ? await forkPeer('fastify-floor.ts', [upstream.url, TOKEN], opts.peerNodeArgs) : undefined;
+  const bare = opts.targets.includes('bare') ? await forkPeer('bare-node.ts', [upstream.url, TOKEN], opts.peerNodeArgs) : undefined;
 
   const setup: Record<Target, { url: string; headers: Record<string, string>; middle?: number } | undefined> = {
     // The direct run sends the token itself; through the proxies the client sends none.
