@@ -208,14 +208,12 @@ function normalized(query: unknown, operationName: unknown): Omit<GraphqlRequest
   let found = documents.get(key);
   if (found === undefined) {
     const request = graphqlRequest({ query, operationName });
-    found = request
-      ? {
-          document: request.document,
-          operation: request.operation,
-          severalOperations: request.severalOperations,
-          ...(request.operationName !== undefined && { operationName: request.operationName }),
-        }
-      : false;
+    found = false;
+    if (request) {
+      // Kept without the variables: they vary per request, the rest per document.
+      const { variables: _variables, ...op } = request;
+      found = op;
+    }
     documents.set(key, found);
   }
   return found;
