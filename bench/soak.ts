@@ -864,7 +864,7 @@ await new Promise<void>((r) => logFile.end(r));
 // 153 to 196 MiB between 30 s and 60 s, then stayed within 2 MiB of it).
 const third = (i: number) => samples.filter((s) => s.at >= (loadEnded * i) / 3 && s.at < (loadEnded * (i + 1)) / 3);
 const max = (list: Sample[], f: (s: Sample) => number) => Math.max(...list.map(f));
-const [, middle, lastThird] = [third(0), third(1), third(2)];
+const [middle, lastThird] = [third(1), third(2)];
 const rssMiddle = max(middle, (s) => s.rssKiB);
 const rssLast = max(lastThird, (s) => s.rssKiB);
 const fdMiddle = max(middle, (s) => s.fds);
